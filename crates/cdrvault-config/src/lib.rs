@@ -1,0 +1,517 @@
+//! Configuration.
+//!
+//! [`RawConfig`] mirrors the TOML file (`deny_unknown_fields` everywhere, so a
+//! misspelt key is an error, not a silent default). [`load`] reads a file (or
+//! the embedded `config/default.toml`), applies `CDRVAULT__SECTION__KEY`
+//! environment overrides and validates the result into [`Settings`], the only
+//! type the rest of the program accepts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cdrvault_decode::{ColumnMapping, CsvOptions, InputFormat};
+use cdrvault_model::NormalizeOptions;
+use cdrvault_retention::{ClassSpec, RetentionPolicy, RuleSpec};
+use chrono::FixedOffset;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The embedded default configuration (`config/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Prefix of environment overrides: `CDRVAULT__STORAGE__DATA_DIR=/srv/cdr`.
+pub const ENV_PREFIX: &str = "CDRVAULT__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration file {path} does not exist")]
+    FileMissing { path: PathBuf },
+    #[error("configuration key {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("retention: {0}")]
+    Retention(#[from] cdrvault_retention::RetentionError),
+    #[error("input.columns: {0}")]
+    Columns(#[from] cdrvault_decode::DecodeError),
+    #[error("{a} ({a_path}) and {b} ({b_path}) must not be inside one another: keys are kept apart from the data")]
+    Overlap {
+        a: &'static str,
+        a_path: PathBuf,
+        b: &'static str,
+        b_path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub storage: RawStorage,
+    pub keys: RawKeys,
+    pub input: RawInput,
+    pub ingest: RawIngest,
+    pub retention: RawRetention,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub data_dir: PathBuf,
+    pub row_group_rows: usize,
+    pub max_file_rows: usize,
+    pub max_open_writers: usize,
+    pub max_buffered_bytes: usize,
+    pub compression: String,
+    pub bloom_filter_fpp: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub store_dir: PathBuf,
+    pub master_key_file: PathBuf,
+    pub master_key_env: String,
+    pub create_on_first_run: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    pub format: String,
+    pub default_timezone: String,
+    pub csv_delimiter: String,
+    pub ignore_unknown_columns: bool,
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    pub dead_letter_dir: PathBuf,
+    pub workers: usize,
+    pub chunk_bytes: usize,
+    pub dedup_record_ids: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub classes: Vec<ClassSpec>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Compression of clear columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    Lz4,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub data_dir: PathBuf,
+    pub row_group_rows: usize,
+    pub max_file_rows: usize,
+    pub max_open_writers: usize,
+    pub max_buffered_bytes: usize,
+    pub compression: Compression,
+    pub bloom_filter_fpp: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub store_dir: PathBuf,
+    pub master_key_file: PathBuf,
+    /// Variable that, when set, holds the master key (takes precedence over the file).
+    pub master_key_env: Option<String>,
+    pub create_on_first_run: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSettings {
+    /// `None` = auto-detect.
+    pub format: Option<InputFormat>,
+    pub normalize: NormalizeOptions,
+    pub csv: CsvOptions,
+    pub columns: ColumnMapping,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub dead_letter_dir: PathBuf,
+    pub workers: usize,
+    pub chunk_bytes: usize,
+    pub dedup_record_ids: bool,
+}
+
+/// Checked configuration. Constructed only by [`validate`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub storage: StorageSettings,
+    pub keys: KeySettings,
+    pub input: InputSettings,
+    pub ingest: IngestSettings,
+    pub retention: RetentionPolicy,
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    Embedded,
+    File(&'a Path),
+    /// TOML text (tests).
+    Text(&'a str),
+}
+
+/// Reads, overrides from the environment, and validates.
+pub fn load(source: Source<'_>) -> Result<Settings, ConfigError> {
+    validate(load_raw(source)?)
+}
+
+/// Reads and overrides from the environment, without validating.
+pub fn load_raw(source: Source<'_>) -> Result<RawConfig, ConfigError> {
+    let fig = match source {
+        Source::Embedded => Figment::from(Toml::string(DEFAULT_TOML)),
+        Source::Text(t) => Figment::from(Toml::string(t)),
+        Source::File(p) => {
+            if !p.is_file() {
+                return Err(ConfigError::FileMissing { path: p.to_owned() });
+            }
+            Figment::from(Toml::file(p))
+        }
+    };
+    fig.merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .extract::<RawConfig>()
+        .map_err(|e| ConfigError::Parse(Box::new(e)))
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+fn parse_offset(s: &str) -> Result<Option<FixedOffset>, ConfigError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        invalid(
+            "input.default_timezone",
+            "must be empty or an offset like +09:00",
+        )
+    };
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ if s.eq_ignore_ascii_case("Z") || s.eq_ignore_ascii_case("UTC") => {
+            return Ok(FixedOffset::east_opt(0))
+        }
+        _ if s == "Asia/Seoul" => return Ok(FixedOffset::east_opt(9 * 3600)),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if !(0..=23).contains(&h) || !(0..=59).contains(&m) {
+        return Err(bad());
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    }
+}
+
+fn nested(a: &Path, b: &Path) -> bool {
+    let (a, b) = (absolute(a), absolute(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+/// Validates a raw configuration into [`Settings`].
+pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+    let s = &raw.storage;
+    if s.row_group_rows < 1024 {
+        return Err(invalid("storage.row_group_rows", "must be at least 1024"));
+    }
+    if s.max_file_rows < s.row_group_rows {
+        return Err(invalid(
+            "storage.max_file_rows",
+            "must be at least storage.row_group_rows",
+        ));
+    }
+    if s.max_open_writers == 0 {
+        return Err(invalid("storage.max_open_writers", "must be at least 1"));
+    }
+    if s.max_buffered_bytes < (1 << 20) {
+        return Err(invalid(
+            "storage.max_buffered_bytes",
+            "must be at least 1 MiB",
+        ));
+    }
+    if !(s.bloom_filter_fpp > 0.0 && s.bloom_filter_fpp < 0.5) {
+        return Err(invalid("storage.bloom_filter_fpp", "must be in (0, 0.5)"));
+    }
+    let compression = match s.compression.as_str() {
+        "zstd" => Compression::Zstd,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "none" => Compression::None,
+        other => {
+            return Err(invalid(
+                "storage.compression",
+                format!("{other:?} is not one of zstd, snappy, lz4, none"),
+            ))
+        }
+    };
+    let k = &raw.keys;
+    for (a, ap, b, bp) in [
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "keys.store_dir",
+            &k.store_dir,
+        ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "keys.master_key_file",
+            &k.master_key_file,
+        ),
+        (
+            "keys.store_dir",
+            &k.store_dir,
+            "keys.master_key_file",
+            &k.master_key_file,
+        ),
+        (
+            "ingest.dead_letter_dir",
+            &raw.ingest.dead_letter_dir,
+            "keys.store_dir",
+            &k.store_dir,
+        ),
+    ] {
+        if nested(ap, bp) {
+            return Err(ConfigError::Overlap {
+                a,
+                a_path: ap.clone(),
+                b,
+                b_path: bp.clone(),
+            });
+        }
+    }
+    let i = &raw.input;
+    let format = match i.format.as_str() {
+        "auto" => None,
+        "csv" => Some(InputFormat::Csv),
+        "jsonl" | "ndjson" => Some(InputFormat::JsonLines),
+        other => {
+            return Err(invalid(
+                "input.format",
+                format!("{other:?} is not one of auto, csv, jsonl"),
+            ))
+        }
+    };
+    let delim = match i.csv_delimiter.as_bytes() {
+        [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
+        _ if i.csv_delimiter == "\\t" => b'\t',
+        _ => {
+            return Err(invalid(
+                "input.csv_delimiter",
+                "must be one ASCII character",
+            ))
+        }
+    };
+    let columns =
+        ColumnMapping::with_overrides(i.columns.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let g = &raw.ingest;
+    if g.chunk_bytes < 4096 || g.chunk_bytes > (256 << 20) {
+        return Err(invalid(
+            "ingest.chunk_bytes",
+            "must be between 4 KiB and 256 MiB",
+        ));
+    }
+    let workers = if g.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        g.workers
+    };
+    let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
+    Ok(Settings {
+        storage: StorageSettings {
+            data_dir: s.data_dir.clone(),
+            row_group_rows: s.row_group_rows,
+            max_file_rows: s.max_file_rows,
+            max_open_writers: s.max_open_writers,
+            max_buffered_bytes: s.max_buffered_bytes,
+            compression,
+            bloom_filter_fpp: s.bloom_filter_fpp,
+        },
+        keys: KeySettings {
+            store_dir: k.store_dir.clone(),
+            master_key_file: k.master_key_file.clone(),
+            master_key_env: (!k.master_key_env.trim().is_empty()).then(|| k.master_key_env.clone()),
+            create_on_first_run: k.create_on_first_run,
+        },
+        input: InputSettings {
+            format,
+            normalize: NormalizeOptions {
+                default_offset: parse_offset(&i.default_timezone)?,
+            },
+            csv: CsvOptions {
+                delimiter: delim,
+                ignore_unknown_columns: i.ignore_unknown_columns,
+            },
+            columns,
+        },
+        ingest: IngestSettings {
+            dead_letter_dir: g.dead_letter_dir.clone(),
+            workers,
+            chunk_bytes: g.chunk_bytes,
+            dedup_record_ids: g.dedup_record_ids,
+        },
+        retention,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl Fn(&mut String)) -> Result<Settings, ConfigError> {
+        let mut t = DEFAULT_TOML.to_owned();
+        edit(&mut t);
+        load(Source::Text(&t))
+    }
+
+    #[test]
+    fn embedded_defaults_encode_the_legal_periods() {
+        let s = load(Source::Embedded).unwrap();
+        let p = &s.retention;
+        let months = |name: &str| p.class(p.by_name(name).unwrap()).period.to_string();
+        assert_eq!(months("mobile"), "12 months");
+        assert_eq!(months("fixed"), "6 months");
+        assert_eq!(months("internet"), "3 months");
+        assert_eq!(months("billing"), "60 months");
+        assert_eq!(months("legal_hold"), "until released");
+        let class = |rt: &str, svc: &str| p.classify(rt, svc).map(|c| p.class(c).name.clone());
+        assert_eq!(class("mobile", "voice").as_deref(), Some("mobile"));
+        assert_eq!(class("mobile", "data").as_deref(), Some("internet"));
+        assert_eq!(class("fixed_local", "voice").as_deref(), Some("fixed"));
+        assert_eq!(class("internet", "data").as_deref(), Some("internet"));
+        assert_eq!(class("billing", "voice").as_deref(), Some("billing"));
+        assert_eq!(class("satellite", "voice"), None);
+        assert!(
+            s.input.normalize.default_offset.is_none(),
+            "naive times refused by default"
+        );
+    }
+
+    #[test]
+    fn every_file_in_config_dir_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                load(Source::File(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e =
+            with(|t| *t = t.replace("[storage]\n", "[storage]\ndata_dri = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("data_dri"), "{e}");
+        let e = with(|t| t.push_str("\n[kafka]\nbrokers = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("kafka"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "compression = \"zstd\"",
+                "compression = \"brotli\"",
+                "storage.compression",
+            ),
+            (
+                "row_group_rows = 131072",
+                "row_group_rows = 10",
+                "storage.row_group_rows",
+            ),
+            ("format = \"auto\"", "format = \"xml\"", "input.format"),
+            (
+                "default_timezone = \"\"",
+                "default_timezone = \"KST\"",
+                "input.default_timezone",
+            ),
+            (
+                "max_open_writers = 16",
+                "max_open_writers = 0",
+                "storage.max_open_writers",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = with(|t| *t = t.replace(from, to)).unwrap_err();
+            assert!(e.to_string().contains(key), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn keys_inside_the_data_dir_are_refused() {
+        let e = with(|t| {
+            *t = t.replace(
+                "store_dir = \"cdrvault-keys\"",
+                "store_dir = \"cdrvault-data/keys\"",
+            )
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Overlap { .. }), "{e}");
+    }
+
+    #[test]
+    fn column_mapping_and_timezone() {
+        let s = with(|t| {
+            *t = t.replace(
+                "[input.columns]\n",
+                "[input.columns]\ncaller = \"CALLING_NBR\"\n",
+            );
+            *t = t.replace("default_timezone = \"\"", "default_timezone = \"+09:00\"");
+        })
+        .unwrap();
+        assert_eq!(
+            s.input.columns.source_name(cdrvault_model::Field::Caller),
+            "CALLING_NBR"
+        );
+        assert_eq!(
+            s.input.normalize.default_offset,
+            FixedOffset::east_opt(9 * 3600)
+        );
+        let e = with(|t| *t = t.replace("[input.columns]\n", "[input.columns]\ncallr = \"X\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("input.columns"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_reported() {
+        let e = load(Source::File(Path::new("/nonexistent/cdrvault.toml"))).unwrap_err();
+        assert!(matches!(e, ConfigError::FileMissing { .. }));
+    }
+}

@@ -1,0 +1,570 @@
+//! Tests of the key store (tempdir based).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use cdrvault_crypto::{MasterKey, Pseudonym, Pseudonymizer};
+use cdrvault_model::Msisdn;
+use chrono::NaiveDate;
+
+use crate::*;
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+}
+
+fn number() -> Msisdn {
+    Msisdn::parse("010-1234-5678").unwrap()
+}
+
+fn pseudo(ks: &KeyStore, class: &str, date: NaiveDate) -> Pseudonym {
+    let k = ks.period_keys(class, date).unwrap();
+    Pseudonymizer::new(&k.pseudonym).pseudonym_msisdn(&number())
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn init_then_open() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("keys");
+    assert!(!KeyStore::exists(&dir));
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(&dir, &m).unwrap();
+    assert_eq!(*ks.master_key_id(), m.id());
+    assert_eq!(ks.dir(), dir);
+    assert!(KeyStore::exists(&dir));
+    assert!(matches!(
+        KeyStore::init(&dir, &m),
+        Err(KeyStoreError::AlreadyExists { .. })
+    ));
+    let ks2 = KeyStore::open(&dir, m.clone()).unwrap();
+    assert_eq!(*ks2.master_key_id(), m.id());
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("store.json")).unwrap()).unwrap();
+    assert_eq!(json["format"], 1);
+    assert_eq!(json["master_key_id"], m.id().to_string());
+    assert_eq!(json["master_check"].as_str().unwrap().len(), 32);
+    assert!(json.get("previous_master_key_id").is_none());
+    let dbg = format!("{ks:?}");
+    assert!(!dbg.contains(m.to_text().as_str()));
+}
+
+#[test]
+fn open_without_store_is_not_initialised() {
+    let t = tempfile::tempdir().unwrap();
+    let e = KeyStore::open(t.path(), MasterKey::generate()).unwrap_err();
+    assert!(matches!(e, KeyStoreError::NotInitialised { .. }), "{e}");
+}
+
+#[test]
+fn wrong_master_is_refused_and_nothing_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(t.path(), &m).unwrap();
+    ks.period_keys("mobile", day(1)).unwrap();
+    let before = snapshot(t.path());
+    let other = MasterKey::generate();
+    let e = KeyStore::open(t.path(), other.clone()).unwrap_err();
+    match &e {
+        KeyStoreError::WrongMasterKey {
+            expected_id,
+            given_id,
+        } => {
+            assert_eq!(*expected_id, m.id());
+            assert_eq!(*given_id, other.id());
+        }
+        e => panic!("{e}"),
+    }
+    assert!(!e.to_string().contains(other.to_text().as_str()));
+    assert_eq!(snapshot(t.path()), before);
+}
+
+#[test]
+fn master_key_file_permissions() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("master.key");
+    let m = create_master_key_file(&p).unwrap();
+    assert_eq!(mode(&p), 0o600);
+    let text = fs::read_to_string(&p).unwrap();
+    assert!(text.ends_with('\n') && text.len() == 65);
+    let src = MasterKeySource::File(p.clone());
+    assert_eq!(load_master_key(&src).unwrap().id(), m.id());
+    assert!(matches!(
+        create_master_key_file(&p),
+        Err(KeyStoreError::AlreadyExists { .. })
+    ));
+
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
+    assert_eq!(load_master_key(&src).unwrap().id(), m.id());
+
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    let e = load_master_key(&src).unwrap_err();
+    assert!(
+        matches!(e, KeyStoreError::MasterKeyPermissions { mode: 0o644, .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("0644"), "{msg}");
+    assert!(!msg.contains(text.trim()), "{msg}");
+
+    let missing = MasterKeySource::File(t.path().join("nope"));
+    assert!(matches!(
+        load_master_key(&missing),
+        Err(KeyStoreError::MasterKeyMissing { .. })
+    ));
+    let dir_src = MasterKeySource::File(t.path().to_owned());
+    assert!(matches!(
+        load_master_key(&dir_src),
+        Err(KeyStoreError::MasterKeyNotAFile { .. })
+    ));
+
+    let bad = t.path().join("bad.key");
+    fs::write(&bad, "not-a-key-0123456789\n").unwrap();
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).unwrap();
+    let e = load_master_key(&MasterKeySource::File(bad)).unwrap_err();
+    assert!(matches!(e, KeyStoreError::MasterKeyInvalid { .. }), "{e}");
+    assert!(!e.to_string().contains("0123456789"), "{e}");
+}
+
+#[test]
+fn master_key_from_environment() {
+    let m = MasterKey::generate();
+    // Unique names: tests run in parallel threads of one process.
+    let var = "CDRVAULT_TEST_MASTER_KEY_ENV_OK";
+    std::env::set_var(var, format!("{}\n", m.to_text().as_str()));
+    let got = load_master_key(&MasterKeySource::Env(var.into())).unwrap();
+    assert_eq!(got.id(), m.id());
+    std::env::remove_var(var);
+
+    let unset = "CDRVAULT_TEST_MASTER_KEY_ENV_UNSET";
+    let e = load_master_key(&MasterKeySource::Env(unset.into())).unwrap_err();
+    assert!(matches!(&e, KeyStoreError::MasterKeyEnvMissing { var } if var == unset));
+    assert!(e.to_string().contains(unset));
+
+    let empty = "CDRVAULT_TEST_MASTER_KEY_ENV_EMPTY";
+    std::env::set_var(empty, "");
+    assert!(matches!(
+        load_master_key(&MasterKeySource::Env(empty.into())),
+        Err(KeyStoreError::MasterKeyEnvMissing { .. })
+    ));
+
+    let bad = "CDRVAULT_TEST_MASTER_KEY_ENV_BAD";
+    std::env::set_var(bad, "secret-value-9876");
+    let e = load_master_key(&MasterKeySource::Env(bad.into())).unwrap_err();
+    assert!(!e.to_string().contains("9876"), "{e}");
+}
+
+#[test]
+fn period_keys_are_stable_across_reopen() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(t.path(), &m).unwrap();
+    let p1 = pseudo(&ks, "mobile", day(1));
+    let p2 = pseudo(&ks, "mobile", day(2));
+    let f1 = pseudo(&ks, "fixed_line", day(1));
+    assert_ne!(p1, p2, "keys are per day");
+    assert_ne!(p1, f1, "keys are per class");
+    assert!(Arc::ptr_eq(
+        &ks.period_keys("mobile", day(1)).unwrap(),
+        &ks.period_keys("mobile", day(1)).unwrap()
+    ));
+    drop(ks);
+    let ks = KeyStore::open(t.path(), m.clone()).unwrap();
+    assert_eq!(pseudo(&ks, "mobile", day(1)), p1);
+    assert_eq!(pseudo(&ks, "mobile", day(2)), p2);
+    assert_eq!(pseudo(&ks, "fixed_line", day(1)), f1);
+
+    // Sealed data opens after reopen.
+    let k = ks.period_keys("mobile", day(1)).unwrap();
+    let mut s = k.data.seal_context();
+    let mut out = Vec::new();
+    s.seal(b"r", b"payload", &mut out).unwrap();
+    let ctx = s.context_id();
+    drop(ks);
+    let ks = KeyStore::open(t.path(), m).unwrap();
+    let k = ks.existing_period_keys("mobile", day(1)).unwrap().unwrap();
+    assert_eq!(k.data.opener(ctx).open(b"r", &out).unwrap(), b"payload");
+}
+
+#[test]
+fn invalid_class_names_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let ks = KeyStore::init(t.path(), &MasterKey::generate()).unwrap();
+    for c in ["", "Mobile", "../x", "a b", "a-b", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                ks.period_keys(c, day(1)),
+                Err(KeyStoreError::InvalidClass { .. })
+            ),
+            "{c:?}"
+        );
+        assert!(ks.existing_period_keys(c, day(1)).is_err());
+        assert!(ks.destroy_period(c, day(1)).is_err());
+    }
+    assert!(ks.period_keys(&"x".repeat(64), day(1)).is_ok());
+    assert!(ks.period_keys("legal_hold_2", day(1)).is_ok());
+}
+
+#[test]
+fn concurrent_creation_yields_one_key() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    KeyStore::init(t.path(), &m).unwrap();
+    // Separate handles, so each thread has its own cache, as separate
+    // processes would: the hard-link race is what decides.
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let dir = t.path().to_owned();
+            let m = m.clone();
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let ks = KeyStore::open(&dir, m).unwrap();
+                b.wait();
+                pseudo(&ks, "mobile", day(3))
+            })
+        })
+        .collect();
+    let ps: Vec<Pseudonym> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(ps.windows(2).all(|w| w[0] == w[1]), "{ps:?}");
+    // Exactly one file, no temporaries left behind.
+    let cdir = t.path().join("periods/mobile");
+    let names: Vec<_> = fs::read_dir(&cdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["2026-11-03.json"]);
+
+    // And one shared handle across threads.
+    let ks = Arc::new(KeyStore::open(t.path(), m).unwrap());
+    let hs: Vec<_> = (0..8)
+        .map(|_| {
+            let ks = ks.clone();
+            std::thread::spawn(move || pseudo(&ks, "internet", day(4)))
+        })
+        .collect();
+    let ps: Vec<Pseudonym> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(ps.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn existing_is_none_before_creation_and_after_destroy() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(t.path(), &m).unwrap();
+    assert!(ks.existing_period_keys("mobile", day(5)).unwrap().is_none());
+    assert!(!ks.destroy_period("mobile", day(5)).unwrap());
+    let before = pseudo(&ks, "mobile", day(5));
+    assert!(ks.existing_period_keys("mobile", day(5)).unwrap().is_some());
+    let other = pseudo(&ks, "mobile", day(6));
+
+    // A reader in another handle (another process) sees it too.
+    let reader = KeyStore::open(t.path(), m.clone()).unwrap();
+    assert!(reader
+        .existing_period_keys("mobile", day(5))
+        .unwrap()
+        .is_some());
+
+    assert!(ks.destroy_period("mobile", day(5)).unwrap());
+    assert!(!t.path().join("periods/mobile/2026-11-05.json").exists());
+    assert!(ks.existing_period_keys("mobile", day(5)).unwrap().is_none());
+    let fresh = KeyStore::open(t.path(), m).unwrap();
+    assert!(fresh
+        .existing_period_keys("mobile", day(5))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        pseudo(&fresh, "mobile", day(6)),
+        other,
+        "other periods untouched"
+    );
+
+    let recreated = pseudo(&ks, "mobile", day(5));
+    assert_ne!(recreated, before, "a recreated period has new keys");
+}
+
+#[test]
+fn moved_or_altered_period_files_do_not_unwrap() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(t.path(), &m).unwrap();
+    ks.period_keys("mobile", day(7)).unwrap();
+    let src = t.path().join("periods/mobile/2026-11-07.json");
+    let text = fs::read_to_string(&src).unwrap();
+    // Same file under another date, with the inner date edited to match.
+    let moved = text.replace("2026-11-07", "2026-11-08");
+    fs::write(t.path().join("periods/mobile/2026-11-08.json"), moved).unwrap();
+    let fresh = KeyStore::open(t.path(), m.clone()).unwrap();
+    assert!(matches!(
+        fresh.existing_period_keys("mobile", day(8)),
+        Err(KeyStoreError::UnwrapFailed { .. })
+    ));
+    // Moved without editing: the location check catches it.
+    fs::write(t.path().join("periods/mobile/2026-11-09.json"), &text).unwrap();
+    assert!(matches!(
+        fresh.existing_period_keys("mobile", day(9)),
+        Err(KeyStoreError::Corrupt { .. })
+    ));
+    // Keys swapped inside the file.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut w = v.clone();
+    w["pseudonym_key"] = v["data_key"].clone();
+    w["data_key"] = v["pseudonym_key"].clone();
+    fs::write(&src, serde_json::to_vec(&w).unwrap()).unwrap();
+    let fresh = KeyStore::open(t.path(), m).unwrap();
+    assert!(matches!(
+        fresh.existing_period_keys("mobile", day(7)),
+        Err(KeyStoreError::UnwrapFailed { .. })
+    ));
+}
+
+fn make_periods(ks: &KeyStore) -> Vec<(String, NaiveDate, Pseudonym)> {
+    let mut v = Vec::new();
+    for class in ["mobile", "internet"] {
+        for d in 1..=3 {
+            v.push((class.to_owned(), day(d), pseudo(ks, class, day(d))));
+        }
+    }
+    v
+}
+
+fn assert_periods(ks: &KeyStore, expect: &[(String, NaiveDate, Pseudonym)]) {
+    for (c, d, p) in expect {
+        let k = ks
+            .existing_period_keys(c, *d)
+            .unwrap()
+            .expect("period exists");
+        assert_eq!(
+            Pseudonymizer::new(&k.pseudonym).pseudonym_msisdn(&number()),
+            *p
+        );
+    }
+}
+
+#[test]
+fn rotate_master_rewraps_everything() {
+    let t = tempfile::tempdir().unwrap();
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let mut ks = KeyStore::init(t.path(), &old).unwrap();
+    let expect = make_periods(&ks);
+    let stale = KeyStore::open(t.path(), old.clone()).unwrap();
+
+    assert!(matches!(
+        ks.rotate_master(old.clone()),
+        Err(KeyStoreError::SameMasterKey { .. })
+    ));
+    let r = ks.rotate_master(new.clone()).unwrap();
+    assert_eq!(r.rewrapped, 6);
+    assert_eq!(r.old_master_id, old.id());
+    assert_eq!(r.new_master_id, new.id());
+    assert_eq!(*ks.master_key_id(), new.id());
+    assert_periods(&ks, &expect);
+
+    let fresh = KeyStore::open(t.path(), new.clone()).unwrap();
+    assert_periods(&fresh, &expect);
+    assert!(fresh
+        .list()
+        .unwrap()
+        .iter()
+        .all(|i| i.master_key_id == new.id()));
+    let json = fs::read_to_string(t.path().join("store.json")).unwrap();
+    assert!(!json.contains("previous"), "{json}");
+
+    assert!(matches!(
+        KeyStore::open(t.path(), old.clone()),
+        Err(KeyStoreError::WrongMasterKey { .. })
+    ));
+    // A handle still holding the old master cannot create or read.
+    assert!(matches!(
+        stale.period_keys("mobile", day(20)),
+        Err(KeyStoreError::StaleMasterKey { .. })
+    ));
+    assert!(matches!(
+        stale.existing_period_keys("internet", day(2)),
+        Err(KeyStoreError::ForeignMasterKey { .. })
+    ));
+    // Running the rotation again with both keys is a no-op.
+    let (_, r) = KeyStore::open_rotating(t.path(), old, new.clone()).unwrap();
+    assert_eq!(r.rewrapped, 0);
+    assert_periods(&KeyStore::open(t.path(), new).unwrap(), &expect);
+}
+
+#[test]
+fn interrupted_rotation_can_be_completed() {
+    let t = tempfile::tempdir().unwrap();
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let mut ks = KeyStore::init(t.path(), &old).unwrap();
+    let expect = make_periods(&ks);
+
+    let r = ks.rotate_master_interrupted(new.clone(), 2).unwrap();
+    assert_eq!(r.rewrapped, 2);
+    let ids: Vec<_> = ks
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.master_key_id)
+        .collect();
+    assert_eq!(ids.iter().filter(|i| **i == new.id()).count(), 2);
+    assert_eq!(ids.iter().filter(|i| **i == old.id()).count(), 4);
+    drop(ks);
+
+    for k in [&old, &new] {
+        assert!(matches!(
+            KeyStore::open(t.path(), k.clone()),
+            Err(KeyStoreError::RotationInProgress { .. })
+        ));
+    }
+    assert!(matches!(
+        KeyStore::open(t.path(), MasterKey::generate()),
+        Err(KeyStoreError::WrongMasterKey { .. })
+    ));
+    // Keys the wrong way round are refused, and nothing changes.
+    let before = snapshot(t.path());
+    assert!(matches!(
+        KeyStore::open_rotating(t.path(), new.clone(), old.clone()),
+        Err(KeyStoreError::WrongMasterKey { .. })
+    ));
+    assert_eq!(snapshot(t.path()), before);
+
+    let (ks, r) = KeyStore::open_rotating(t.path(), old.clone(), new.clone()).unwrap();
+    assert_eq!(r.rewrapped, 4);
+    assert_eq!(*ks.master_key_id(), new.id());
+    assert_periods(&ks, &expect);
+    let fresh = KeyStore::open(t.path(), new).unwrap();
+    assert_periods(&fresh, &expect);
+    assert!(matches!(
+        KeyStore::open(t.path(), old),
+        Err(KeyStoreError::WrongMasterKey { .. })
+    ));
+}
+
+#[test]
+fn rotation_interrupted_before_any_rewrap_and_resumed_from_scratch() {
+    let t = tempfile::tempdir().unwrap();
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let mut ks = KeyStore::init(t.path(), &old).unwrap();
+    let expect = make_periods(&ks);
+    ks.rotate_master_interrupted(new.clone(), 0).unwrap();
+    let (_, r) = KeyStore::open_rotating(t.path(), old.clone(), new.clone()).unwrap();
+    assert_eq!(r.rewrapped, 6);
+    assert_periods(&KeyStore::open(t.path(), new.clone()).unwrap(), &expect);
+
+    // A rotation that never started (store.json still names the old master)
+    // is run in full by open_rotating.
+    let t2 = tempfile::tempdir().unwrap();
+    let ks2 = KeyStore::init(t2.path(), &old).unwrap();
+    let expect2 = make_periods(&ks2);
+    let (_, r) = KeyStore::open_rotating(t2.path(), old, new.clone()).unwrap();
+    assert_eq!(r.rewrapped, 6);
+    assert_periods(&KeyStore::open(t2.path(), new).unwrap(), &expect2);
+}
+
+#[test]
+fn list_reveals_no_key_material() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(t.path(), &m).unwrap();
+    make_periods(&ks);
+    let list = ks.list().unwrap();
+    assert_eq!(list.len(), 6);
+    assert_eq!(list[0].class, "internet");
+    assert_eq!(list[0].date, day(1));
+    assert_eq!(list[0].version, 1);
+    let json = serde_json::to_string(&list).unwrap();
+    for (_, bytes) in snapshot(t.path()) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        for field in ["pseudonym_key", "data_key"] {
+            if let Some(w) = v.get(field) {
+                for part in ["nonce", "ciphertext"] {
+                    let s = w[part].as_str().unwrap();
+                    assert!(!json.contains(s), "list leaks {field}.{part}");
+                }
+            }
+        }
+    }
+    assert!(!json.contains(m.to_text().as_str()));
+    assert!(!json.contains("ciphertext") && !json.contains("nonce"));
+    assert!(!format!("{list:?}").contains("ciphertext"));
+    let k = ks.period_keys("mobile", day(1)).unwrap();
+    let dbg = format!("{k:?}");
+    assert!(dbg.contains("<redacted>"), "{dbg}");
+}
+
+#[test]
+fn file_and_directory_modes() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("store");
+    let ks = KeyStore::init(&dir, &MasterKey::generate()).unwrap();
+    ks.period_keys("mobile", day(1)).unwrap();
+    ks.destroy_period("mobile", day(2)).unwrap(); // creates .lock
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("periods")), 0o700);
+    assert_eq!(mode(&dir.join("periods/mobile")), 0o700);
+    assert_eq!(mode(&dir.join("store.json")), 0o600);
+    assert_eq!(mode(&dir.join(".lock")), 0o600);
+    assert_eq!(mode(&dir.join("periods/mobile/2026-11-01.json")), 0o600);
+
+    // An existing, too-open directory is tightened by init.
+    let open_dir = t.path().join("open");
+    fs::create_dir(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    KeyStore::init(&open_dir, &MasterKey::generate()).unwrap();
+    assert_eq!(mode(&open_dir), 0o700);
+}
+
+#[test]
+fn period_file_format() {
+    let t = tempfile::tempdir().unwrap();
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(t.path(), &m).unwrap();
+    ks.period_keys("mobile", day(1)).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.path().join("periods/mobile/2026-11-01.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["format"], 1);
+    assert_eq!(v["class"], "mobile");
+    assert_eq!(v["date"], "2026-11-01");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["master_key_id"], m.id().to_string());
+    assert!(v["created_at"].as_str().unwrap().contains('T'));
+    assert!(v["pseudonym_key"]["nonce"].is_string());
+    assert!(v["data_key"]["ciphertext"].is_string());
+}
+
+#[test]
+fn destroy_shreds_leftover_temporaries() {
+    let t = tempfile::tempdir().unwrap();
+    let ks = KeyStore::init(t.path(), &MasterKey::generate()).unwrap();
+    ks.period_keys("mobile", day(1)).unwrap();
+    let orphan = t.path().join("periods/mobile/.tmp-2026-11-01.json-1-00");
+    fs::write(&orphan, b"{}").unwrap();
+    assert!(ks.destroy_period("mobile", day(1)).unwrap());
+    assert!(!orphan.exists());
+}

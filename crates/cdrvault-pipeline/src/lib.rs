@@ -1,0 +1,61 @@
+//! The ingest pipeline, shared by `cdrvault ingest` (files, stdin) and
+//! `cdrvault serve` (Kafka).
+//!
+//! ```text
+//! reader ──chunks──▶ workers (N) ──ChunkOutput──▶ writer (reorders by sequence)
+//!  split at line     decode, normalise,            dedup, WriterPool (Parquet),
+//!  ends, count       classify, expire, protect,    dead-letter file, counts
+//!  lines             build Arrow batches
+//! ```
+//!
+//! Every input record ends in exactly one place: a partition row, a
+//! dead-letter entry, or a counted drop (expired on arrival, duplicate
+//! record id). [`IngestSummary::reconciles`] checks that the counts add up.
+
+mod chunk;
+mod deadletter;
+mod ingest;
+mod input;
+
+pub use chunk::{
+    process_chunk, Chunk, ChunkOutput, Protect, RejectedRecord, DEAD_LETTER_KEY_CLASS,
+};
+pub use deadletter::{open_dead_letter, DeadLetterEntry, DeadLetterWriter};
+pub use ingest::{ingest, IngestOptions, IngestSummary};
+pub use input::{InputSource, PreparedSource};
+
+use std::path::PathBuf;
+
+/// Errors that stop a run. Per-record problems are not errors: they become
+/// dead-letter entries.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot read {path}: {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("input {path}: {source}")]
+    Header {
+        path: PathBuf,
+        #[source]
+        source: cdrvault_decode::DecodeError,
+    },
+    #[error("no input files found under {path}")]
+    NoInputFiles { path: PathBuf },
+    #[error("dead-letter output {path}: {source}")]
+    DeadLetter {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] cdrvault_store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] cdrvault_keystore::KeyStoreError),
+    #[error(transparent)]
+    Crypto(#[from] cdrvault_crypto::CryptoError),
+    #[error("a pipeline thread failed: {0}")]
+    Thread(String),
+}

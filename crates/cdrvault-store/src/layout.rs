@@ -1,0 +1,89 @@
+//! Partition layout: `<root>/class=<class>/date=<YYYY-MM-DD>/part-<id>.parquet`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+/// A partition: one retention class, one date (Asia/Seoul).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub class: Arc<str>,
+    pub date: NaiveDate,
+}
+
+impl PartitionKey {
+    pub fn new(class: impl Into<Arc<str>>, date: NaiveDate) -> Self {
+        PartitionKey {
+            class: class.into(),
+            date,
+        }
+    }
+
+    /// `class=<class>/date=<YYYY-MM-DD>` relative to the data root.
+    pub fn rel_dir(&self) -> PathBuf {
+        PathBuf::from(format!("class={}", self.class)).join(format!("date={}", self.date))
+    }
+
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        root.join(self.rel_dir())
+    }
+
+    /// Parses a `class=..`/`date=..` directory pair.
+    pub fn from_dir_names(class_dir: &str, date_dir: &str) -> Option<PartitionKey> {
+        let class = class_dir.strip_prefix("class=")?;
+        let date = date_dir.strip_prefix("date=")?.parse().ok()?;
+        if class.is_empty() {
+            return None;
+        }
+        Some(PartitionKey::new(class, date))
+    }
+}
+
+impl fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "class={}/date={}", self.class, self.date)
+    }
+}
+
+/// Final file name for a file id.
+pub fn file_name(file_id: &str) -> String {
+    format!("part-{file_id}.parquet")
+}
+
+/// Hidden temporary name: readers (DuckDB, Spark, PyArrow) skip dot-files and
+/// the suffix is not `.parquet`, so a partial file is never read.
+pub fn temp_name(file_id: &str) -> String {
+    format!(".part-{file_id}.parquet.tmp")
+}
+
+/// True for names of finished partition files.
+pub fn is_data_file(name: &str) -> bool {
+    name.starts_with("part-") && name.ends_with(".parquet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_hive_style_and_parse_back() {
+        let k = PartitionKey::new("mobile", "2026-11-01".parse().unwrap());
+        assert_eq!(k.rel_dir(), PathBuf::from("class=mobile/date=2026-11-01"));
+        assert_eq!(
+            PartitionKey::from_dir_names("class=mobile", "date=2026-11-01"),
+            Some(k)
+        );
+        assert_eq!(
+            PartitionKey::from_dir_names("class=mobile", "date=2026-13-01"),
+            None
+        );
+        assert_eq!(
+            PartitionKey::from_dir_names("mobile", "date=2026-11-01"),
+            None
+        );
+        assert!(is_data_file(&file_name("ab")));
+        assert!(!is_data_file(&temp_name("ab")));
+    }
+}

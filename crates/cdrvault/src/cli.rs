@@ -1,0 +1,170 @@
+//! Command-line interface definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 configuration error,
+4 key error (missing or wrong master key, key store), 5 input error.
+
+Configuration: --config FILE (or CDRVAULT_CONFIG); without it the embedded
+defaults apply (`cdrvault config default` prints them). Any key can be
+overridden with CDRVAULT__<SECTION>__<KEY>, e.g. CDRVAULT__STORAGE__DATA_DIR.";
+
+#[derive(Debug, Parser)]
+#[command(name = "cdrvault", version, about = "Keep call detail records for exactly as long as the law requires, protected, and destroy them after.", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file (TOML). Default: the embedded configuration.
+    #[arg(long, global = true, env = "CDRVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormatArg {
+    Auto,
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest CDRs from files, directories or stdin into protected Parquet partitions.
+    Ingest(IngestArgs),
+    /// Manage the key store (init, rotate the master key, list keys). Never prints key material.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Write synthetic CDRs (fictional numbers) for trials, tests and benchmarks.
+    Generate(GenerateArgs),
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Input files or directories; `-` reads standard input.
+    #[arg(required_unless_present = "sample")]
+    pub inputs: Vec<String>,
+    /// Ingest a freshly generated synthetic sample (fictional numbers dated
+    /// over the last 30 days) instead of input files.
+    #[arg(long, value_name = "RECORDS", num_args = 0..=1, default_missing_value = "100000", conflicts_with = "inputs")]
+    pub sample: Option<u64>,
+    /// Input format (default from config: by file extension, then content).
+    #[arg(long, value_enum)]
+    pub input_format: Option<InputFormatArg>,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Override storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Override ingest.dead_letter_dir.
+    #[arg(long)]
+    pub dead_letter_dir: Option<PathBuf>,
+    /// Override ingest.workers.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// The ingest clock (RFC 3339) used for expiry on arrival; default: now.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the master key file (mode 0600) and an empty key store.
+    Init,
+    /// Replace the master key: re-wrap every key under a new master key.
+    Rotate {
+        /// Where to write the new master key when the current one comes from
+        /// the environment (default: replace keys.master_key_file in place).
+        #[arg(long)]
+        new_master_key_file: Option<PathBuf>,
+    },
+    /// List the keys in the store (class, date, version, creation; never key material).
+    List {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print what it resolves to.
+    Check {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print the embedded default configuration.
+    Default,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of records.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// First event date (KST), YYYY-MM-DD. Default: 30 days ago.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Number of days the events span.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    #[arg(long, value_enum, default_value_t = GenFormat::Csv)]
+    pub format: GenFormat,
+    /// Malformed records per thousand.
+    #[arg(long, default_value_t = 0)]
+    pub malformed_per_mille: u32,
+    /// Records per thousand that repeat an earlier record id.
+    #[arg(long, default_value_t = 0)]
+    pub duplicate_per_mille: u32,
+    /// Distinct subscribers.
+    #[arg(long, default_value_t = 100_000)]
+    pub subscribers: u32,
+    /// Write numbers in canonical E.164 only (no spelling variants).
+    #[arg(long)]
+    pub canonical_numbers: bool,
+    /// Output file (default: stdout).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Ground-truth sidecar (JSON Lines; contains the fictional identifiers in clear).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenFormat {
+    Csv,
+    Jsonl,
+}

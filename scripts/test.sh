@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: setup, build, lints, every test. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+export CDRVAULT_PYTHON="$PWD/.venv/bin/python"
+
+cargo fmt --all -- --check
+# The end-to-end tests drive the real binary: build it first.
+cargo build -p cdrvault
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+# One closing line for the whole suite.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "workspace: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
