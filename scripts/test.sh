@@ -7,8 +7,9 @@ bash scripts/setup.sh
 export CDRVAULT_PYTHON="$PWD/.venv/bin/python"
 
 cargo fmt --all -- --check
-# The end-to-end tests drive the real binary: build it first.
-cargo build -p cdrvault
+# The end-to-end tests drive the real binary: build it first, in the same
+# invocation as the tests so that features unify and nothing builds twice.
+cargo build --workspace --bins --tests
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 # One closing line for the whole suite.

@@ -12,7 +12,6 @@ use arrow_array::{
 };
 use cdrvault_crypto::{ContextId, Identifiers};
 use cdrvault_keystore::{KeyStore, MasterKeySource};
-use serde::Deserialize;
 
 /// Path of the `cdrvault` binary under test (`CDRVAULT_BIN`, else
 /// `<target>/debug/cdrvault`). `scripts/test.sh` builds it before the tests.
@@ -133,23 +132,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// One line of the generator's ground truth (`cdrvault generate --truth`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Truth {
-    pub line: u64,
-    pub record_id: String,
-    pub kind: String,
-    pub record_type: String,
-    pub service: String,
-    pub caller: String,
-    pub callee: Option<String>,
-    pub imsi: Option<String>,
-    pub imei: Option<String>,
-    pub cell_id: Option<String>,
-    pub ip: Option<String>,
-    pub start_us: i64,
-    pub end_us: i64,
-    pub date: String,
-}
+pub use cdrvault_synth::Truth;
 
 pub fn read_truth(path: &Path) -> Vec<Truth> {
     std::fs::read_to_string(path)
