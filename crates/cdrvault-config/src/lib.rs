@@ -463,7 +463,7 @@ mod tests {
                 "input.default_timezone",
             ),
             (
-                "max_open_writers = 16",
+                "max_open_writers = 128",
                 "max_open_writers = 0",
                 "storage.max_open_writers",
             ),

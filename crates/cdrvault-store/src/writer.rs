@@ -57,7 +57,7 @@ impl Default for WriterOptions {
         WriterOptions {
             row_group_rows: 128 * 1024,
             max_file_rows: 4 * 1024 * 1024,
-            max_open_writers: 16,
+            max_open_writers: 128,
             max_buffered_bytes: 256 << 20,
             compression: ClearCompression::Zstd,
             bloom_filter_fpp: 0.01,
@@ -354,11 +354,14 @@ impl WriterPool {
             self.drain(&k)?;
         }
         loop {
+            // memory_size: unfinished row groups plus encoder and bloom-filter
+            // state; only the first shrinks on flush (the loop stops when
+            // nothing is left to flush).
             let total: usize = self.staged_bytes
                 + self
                     .open
                     .values()
-                    .map(|f| f.writer.in_progress_size())
+                    .map(|f| f.writer.memory_size())
                     .sum::<usize>();
             self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(total);
             if total <= self.opts.max_buffered_bytes {
