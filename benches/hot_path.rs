@@ -4,11 +4,12 @@
 //! * `hot_path/per_row_aead`: decode → normalise → classify → 6 HMAC
 //!   pseudonyms → AES-256-GCM seal of the identifier blob → Arrow batch →
 //!   Parquet bytes in memory. This is the shipped design (one worker thread).
-//! * `hot_path/parquet_modular`: the same, but identifiers kept as plaintext
-//!   Arrow columns and encrypted by Parquet modular encryption (AES-GCM pages,
-//!   one key per identifier column) instead of the per-row seal.
-//! * `hot_path/no_encryption`: pseudonyms only, identifiers dropped: the
-//!   floor both designs are measured against.
+//! * `encryption_cost/*`: the two designs on the same rows. Per-row AEAD costs
+//!   `per_row_aead_seal` plus writing the `sealed` column
+//!   (`write_shipped_batch_with_sealed_column` − `write_pseudonyms_only`);
+//!   Parquet modular encryption (identifiers as plaintext columns, AES-GCM
+//!   pages, one key per identifier column) costs
+//!   `write_parquet_modular_encryption` − `write_pseudonyms_only`.
 
 use std::sync::Arc;
 

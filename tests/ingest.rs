@@ -395,3 +395,51 @@ fn master_key_rotation_keeps_every_record_readable() {
         .unwrap();
     assert_eq!(o.status.code(), Some(4));
 }
+
+#[test]
+fn a_directory_of_carrier_exports_is_ingested_through_a_column_mapping() {
+    let sb = Sandbox::new();
+    let o = sb.run(&["config", "default"]);
+    assert!(o.status.success());
+    let config = String::from_utf8(o.stdout).unwrap().replace(
+        "[input.columns]\n",
+        "[input.columns]\nrecord_id = \"CDR_ID\"\nrecord_type = \"NET\"\ncaller = \"CALLING_NBR\"\ncallee = \"CALLED_NBR\"\nstart_time = \"START\"\nend_time = \"END\"\nservice = \"SVC\"\n",
+    );
+    std::fs::write(sb.path("carrier.toml"), config).unwrap();
+    let day = today_minus(1);
+    std::fs::create_dir_all(sb.path("in/sub")).unwrap();
+    std::fs::write(
+        sb.path("in/a.csv"),
+        format!(
+            "CDR_ID,NET,CALLING_NBR,CALLED_NBR,START,END,SVC\n\
+             x-1,mobile,010-1111-2222,02-333-4444,{day}T09:00:00+09:00,{day}T09:01:00+09:00,voice\n\
+             x-2,fixed_local,02-333-4444,010-1111-2222,{day}T10:00:00+09:00,{day}T10:00:30+09:00,voice\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        sb.path("in/sub/b.jsonl"),
+        format!("{{\"CDR_ID\":\"x-3\",\"NET\":\"mobile\",\"CALLING_NBR\":\"+82 10 1111 2222\",\"START\":\"{day}T11:00:00+09:00\",\"SVC\":\"sms\"}}\n"),
+    )
+    .unwrap();
+    std::fs::write(sb.path("in/notes.txt"), "not an input file").unwrap();
+    let o = sb
+        .cmd()
+        .args(["--config", sb.path("carrier.toml").to_str().unwrap()])
+        .args([
+            "ingest",
+            sb.path("in").to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let s = json_summary(&o);
+    assert_eq!(s["records"], 3, "{s}");
+    assert_eq!(s["stored"], 3);
+    assert_eq!(s["stored_by_class"]["mobile"], 2);
+    assert_eq!(s["stored_by_class"]["fixed"], 1);
+    let stored = decrypt_store(&sb.data_dir(), &sb.key_store());
+    let callers: BTreeSet<&str> = stored.iter().map(|r| r.caller.as_str()).collect();
+    assert_eq!(callers, BTreeSet::from(["+821011112222", "+8223334444"]));
+}

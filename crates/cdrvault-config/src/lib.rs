@@ -91,6 +91,7 @@ pub struct RawInput {
 pub struct RawIngest {
     pub dead_letter_dir: PathBuf,
     pub workers: usize,
+    pub writer_threads: usize,
     pub chunk_bytes: usize,
     pub dedup_record_ids: bool,
 }
@@ -145,6 +146,7 @@ pub struct InputSettings {
 pub struct IngestSettings {
     pub dead_letter_dir: PathBuf,
     pub workers: usize,
+    pub writer_threads: usize,
     pub chunk_bytes: usize,
     pub dedup_record_ids: bool,
 }
@@ -349,6 +351,11 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     } else {
         g.workers
     };
+    let writer_threads = if g.writer_threads == 0 {
+        workers
+    } else {
+        g.writer_threads
+    };
     let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
     Ok(Settings {
         storage: StorageSettings {
@@ -380,6 +387,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         ingest: IngestSettings {
             dead_letter_dir: g.dead_letter_dir.clone(),
             workers,
+            writer_threads,
             chunk_bytes: g.chunk_bytes,
             dedup_record_ids: g.dedup_record_ids,
         },

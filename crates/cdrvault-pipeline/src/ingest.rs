@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arrow_array::BooleanArray;
 use cdrvault_decode::{ColumnMapping, CsvOptions, InputFormat};
-use cdrvault_store::{FileMeta, WriterOptions, WriterPool};
+use cdrvault_store::{FileMeta, PartitionKey, WriterOptions, WriterPool};
 use crossbeam_channel::bounded;
 use serde::Serialize;
 
@@ -31,6 +31,8 @@ pub struct IngestOptions {
     pub dead_letter_dir: PathBuf,
     pub writer: WriterOptions,
     pub workers: usize,
+    /// Threads encoding and writing Parquet (partitions are spread over them).
+    pub writer_threads: usize,
     pub chunk_bytes: usize,
     pub dedup_record_ids: bool,
     /// Called once with the total input size when every source is a file.
@@ -99,15 +101,17 @@ pub fn ingest(opts: IngestOptions, protect: Arc<Protect>) -> Result<IngestSummar
         std::process::id()
     );
     let mut dead = open_dead_letter(&opts.dead_letter_dir, &stem);
-    let mut pool = WriterPool::new(
-        &opts.data_dir,
-        opts.writer.clone(),
-        FileMeta {
-            key_version: 1,
-            origin: "ingest".into(),
-        },
-    );
+    // Parquet encoding is spread over writer shards (one WriterPool each,
+    // partitions assigned by hash), each with its share of the open-writer
+    // and memory budgets.
+    let shards = opts.writer_threads.max(1);
+    let shard_opts = WriterOptions {
+        max_open_writers: (opts.writer.max_open_writers / shards).max(1),
+        max_buffered_bytes: (opts.writer.max_buffered_bytes / shards).max(1 << 20),
+        ..opts.writer.clone()
+    };
     let mut summary = IngestSummary::default();
+    let mut files: Vec<cdrvault_store::WrittenFile> = Vec::new();
     let progress = opts.on_progress.clone();
     let chunk_bytes = opts.chunk_bytes;
 
@@ -138,6 +142,30 @@ pub fn ingest(opts: IngestOptions, protect: Arc<Protect>) -> Result<IngestSummar
             }
             Ok(bytes)
         });
+        // Writer shards.
+        let mut shard_txs = Vec::with_capacity(shards);
+        let mut shard_handles = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = bounded::<(PartitionKey, arrow_array::RecordBatch)>(64);
+            shard_txs.push(tx);
+            let mut pool = WriterPool::new(
+                &opts.data_dir,
+                shard_opts.clone(),
+                FileMeta {
+                    key_version: 1,
+                    origin: "ingest".into(),
+                },
+            );
+            shard_handles.push(scope.spawn(move || {
+                for (key, batch) in rx {
+                    if let Err(e) = pool.write(&key, &batch) {
+                        pool.abort();
+                        return Err(e);
+                    }
+                }
+                pool.finish()
+            }));
+        }
         // Workers.
         let mut handles = Vec::new();
         for _ in 0..workers {
@@ -179,7 +207,7 @@ pub fn ingest(opts: IngestOptions, protect: Arc<Protect>) -> Result<IngestSummar
                 if let Err(e) = apply(
                     &o,
                     &protect,
-                    &mut pool,
+                    &shard_txs,
                     &mut dead,
                     &mut seen,
                     opts.dedup_record_ids,
@@ -195,6 +223,21 @@ pub fn ingest(opts: IngestOptions, protect: Arc<Protect>) -> Result<IngestSummar
             }
         }
         drop(out_rx);
+        drop(shard_txs);
+        for h in shard_handles {
+            match h.join() {
+                Ok(Ok((mut f, _))) => files.append(&mut f),
+                Ok(Err(e)) => {
+                    // A shard's own error explains a "shard stopped" seen by the writer loop.
+                    if matches!(failure, None | Some(PipelineError::Thread(_))) {
+                        failure = Some(e.into());
+                    }
+                }
+                Err(_) => {
+                    failure.get_or_insert(PipelineError::Thread("writer panicked".into()));
+                }
+            }
+        }
         for h in handles {
             if h.join().is_err() {
                 failure.get_or_insert(PipelineError::Thread("worker panicked".into()));
@@ -220,11 +263,7 @@ pub fn ingest(opts: IngestOptions, protect: Arc<Protect>) -> Result<IngestSummar
             None => Ok(()),
         }
     });
-    if let Err(e) = result {
-        pool.abort();
-        return Err(e);
-    }
-    let (files, _stats) = pool.finish()?;
+    result?;
     summary.files_written = files.len() as u64;
     summary.bytes_written = files.iter().map(|f| f.bytes).sum();
     summary.dead_letter_file = dead.finish()?;
@@ -241,7 +280,7 @@ pub fn ingest(opts: IngestOptions, protect: Arc<Protect>) -> Result<IngestSummar
 fn apply(
     o: &ChunkOutput,
     protect: &Protect,
-    pool: &mut WriterPool,
+    shards: &[crossbeam_channel::Sender<(PartitionKey, arrow_array::RecordBatch)>],
     dead: &mut crate::deadletter::DeadLetterWriter,
     seen: &mut hashbrown::HashSet<u128>,
     dedup: bool,
@@ -300,9 +339,15 @@ fn apply(
         if batch.num_rows() == 0 {
             continue;
         }
-        pool.write(key, &batch)?;
+        let rows = batch.num_rows() as u64;
+        let shard =
+            (xxhash_rust::xxh3::xxh3_64(key.to_string().as_bytes()) % shards.len() as u64) as usize;
+        if shards[shard].send((key.clone(), batch)).is_err() {
+            // The shard stopped on an error; it is reported when joined.
+            return Err(PipelineError::Thread("a writer shard stopped".into()));
+        }
         partitions.insert(key.clone());
-        *by_class.entry(&key.class).or_default() += batch.num_rows() as u64;
+        *by_class.entry(&key.class).or_default() += rows;
     }
     for (c, n) in by_class {
         summary.stored += n;

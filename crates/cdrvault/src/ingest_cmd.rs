@@ -120,6 +120,7 @@ pub fn run(settings: &Settings, args: IngestArgs) -> Result<(), CliError> {
         dead_letter_dir: settings.ingest.dead_letter_dir.clone(),
         writer: writer_options(&settings),
         workers: settings.ingest.workers,
+        writer_threads: settings.ingest.writer_threads,
         chunk_bytes: settings.ingest.chunk_bytes,
         dedup_record_ids: settings.ingest.dedup_record_ids,
         on_total,
