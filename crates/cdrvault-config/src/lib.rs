@@ -52,6 +52,27 @@ pub struct RawConfig {
     pub input: RawInput,
     pub ingest: RawIngest,
     pub retention: RawRetention,
+    pub lookup: RawLookup,
+    #[serde(default)]
+    pub operators: BTreeMap<String, RawRoles>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLookup {
+    pub dual_control: bool,
+    pub country_code: String,
+    pub output_dir: PathBuf,
+    pub threads: usize,
+}
+
+/// An operator's roles: a list, or one comma-separated string (handy in
+/// environment overrides: `CDRVAULT__OPERATORS__KIM=requester,approver`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawRoles {
+    List(Vec<String>),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +172,41 @@ pub struct IngestSettings {
     pub dedup_record_ids: bool,
 }
 
+/// An operator's role in the lawful-request workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Creates, executes and cancels requests.
+    Requester,
+    /// Approves (or cancels) requests created by someone else.
+    Approver,
+    /// Reads the access log and its reports.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Requester => "requester",
+            Role::Approver => "approver",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LookupSettings {
+    /// A request must be approved by an operator other than its creator.
+    pub dual_control: bool,
+    /// ISO 3166-1 alpha-2 country code every request id starts with.
+    pub country_code: String,
+    /// Where `request execute` writes its CSV and JSON results (mode 0600).
+    pub output_dir: PathBuf,
+    /// Lookup threads (resolved: at least 1).
+    pub threads: usize,
+    /// Operator name → roles.
+    pub operators: BTreeMap<String, std::collections::BTreeSet<Role>>,
+}
+
 /// Checked configuration. Constructed only by [`validate`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -159,6 +215,7 @@ pub struct Settings {
     pub input: InputSettings,
     pub ingest: IngestSettings,
     pub retention: RetentionPolicy,
+    pub lookup: LookupSettings,
 }
 
 /// Where the configuration came from.
@@ -357,6 +414,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         g.writer_threads
     };
     let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
+    let lookup = validate_lookup(&raw)?;
     Ok(Settings {
         storage: StorageSettings {
             data_dir: s.data_dir.clone(),
@@ -392,6 +450,72 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             dedup_record_ids: g.dedup_record_ids,
         },
         retention,
+        lookup,
+    })
+}
+
+fn validate_lookup(raw: &RawConfig) -> Result<LookupSettings, ConfigError> {
+    let l = &raw.lookup;
+    let cc = l.country_code.as_str();
+    if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            "lookup.country_code",
+            "must be two upper-case letters (ISO 3166-1 alpha-2), e.g. KR",
+        ));
+    }
+    if nested(&l.output_dir, &raw.keys.store_dir) {
+        return Err(ConfigError::Overlap {
+            a: "lookup.output_dir",
+            a_path: l.output_dir.clone(),
+            b: "keys.store_dir",
+            b_path: raw.keys.store_dir.clone(),
+        });
+    }
+    let threads = if l.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        l.threads
+    };
+    let mut operators = BTreeMap::new();
+    for (name, roles) in &raw.operators {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !ok {
+            return Err(invalid(
+                "operators",
+                format!("operator name {name:?} must match [a-z0-9._-]{{1,64}}"),
+            ));
+        }
+        let list: Vec<String> = match roles {
+            RawRoles::List(v) => v.clone(),
+            RawRoles::Text(t) => t.split(',').map(|s| s.trim().to_owned()).collect(),
+        };
+        let mut set = std::collections::BTreeSet::new();
+        for r in list.iter().filter(|r| !r.is_empty()) {
+            set.insert(match r.as_str() {
+                "requester" => Role::Requester,
+                "approver" => Role::Approver,
+                "auditor" => Role::Auditor,
+                other => {
+                    return Err(invalid(
+                        "operators",
+                        format!(
+                            "operator {name:?}: role {other:?} is not one of requester, approver, auditor"
+                        ),
+                    ))
+                }
+            });
+        }
+        operators.insert(name.clone(), set);
+    }
+    Ok(LookupSettings {
+        dual_control: l.dual_control,
+        country_code: l.country_code.clone(),
+        output_dir: l.output_dir.clone(),
+        threads,
+        operators,
     })
 }
 
@@ -515,6 +639,23 @@ mod tests {
         let e = with(|t| *t = t.replace("[input.columns]\n", "[input.columns]\ncallr = \"X\"\n"))
             .unwrap_err();
         assert!(e.to_string().contains("input.columns"), "{e}");
+    }
+
+    #[test]
+    fn operators_and_roles() {
+        let s = with(|t| {
+            t.push_str("kim = [\"requester\"]\nlee = \"approver, auditor\"\n");
+        })
+        .unwrap();
+        assert!(s.lookup.dual_control, "dual control is on by default");
+        assert_eq!(s.lookup.operators["kim"].iter().collect::<Vec<_>>(), [&Role::Requester]);
+        assert!(s.lookup.operators["lee"].contains(&Role::Auditor));
+        assert!(s.lookup.threads >= 1);
+        let e = with(|t| t.push_str("kim = [\"boss\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("boss"), "{e}");
+        let e = with(|t| *t = t.replace("country_code = \"KR\"", "country_code = \"kor\""))
+            .unwrap_err();
+        assert!(e.to_string().contains("lookup.country_code"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,480 @@
+//! The lookup engine: every stored record in a time window where a target
+//! number is the caller or the callee, or a target IMSI / IMEI is the
+//! device, across all retention classes (legal holds included).
+//!
+//! How a lookup stays fast over a year of data:
+//!
+//! 1. **Partition pruning by date.** Only `class=<c>/date=<d>` directories
+//!    whose date falls in the window are opened (a `stat` per class-day).
+//! 2. **Pseudonyms per day.** The target's pseudonym is computed under each
+//!    day's pseudonym key (one HMAC per target, column kind and class-day).
+//! 3. **Bloom filters, 32 bytes at a time.** For each row group the
+//!    pseudonym columns' split-block bloom filters are probed with two
+//!    positioned reads each ([`bloom`]); a row group all probes reject is
+//!    never read.
+//! 4. **Pseudonym columns first.** Surviving row groups are read with only
+//!    the searched pseudonym columns (uncompressed, fixed width); matching
+//!    rows become a row selection.
+//! 5. **Decrypt only matches.** The clear columns and `sealed` are read for
+//!    the selected rows only, and only those rows are opened.
+//! 6. Partitions are processed in parallel.
+//!
+//! The caller (the binary) holds a shared lock on `<data_dir>/.purge.lock`
+//! around [`lookup`] (see [`PurgeLock`]) so that a purge never deletes a
+//! partition in the middle of a read, and passes the partitions the access
+//! log records as purged: those, partitions whose keys are gone, and
+//! partitions beyond their retention period are never read and are reported
+//! as [`NotHeld`] instead.
+
+pub mod bloom;
+mod scan;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use cdrvault_crypto::Identifiers;
+use cdrvault_keystore::KeyStore;
+use cdrvault_model::{Imei, Imsi, Msisdn};
+use cdrvault_retention::{partition_date, Period, RetentionPolicy};
+use cdrvault_store::PartitionKey;
+use chrono::{DateTime, NaiveDate, Utc};
+use fs4::fs_std::FileExt;
+use serde::Serialize;
+
+/// Errors of a lookup. Never carries an identifier.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Parquet error on {path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path} is not a cdrvault partition file: {problem}")]
+    BadFile { path: PathBuf, problem: String },
+    #[error("storage: {0}")]
+    Store(#[from] cdrvault_store::StoreError),
+    #[error("key store: {0}")]
+    Keys(#[from] cdrvault_keystore::KeyStoreError),
+    #[error("record {record_id} in {path} does not decrypt (tampered or wrong key): {source}")]
+    Decrypt {
+        path: PathBuf,
+        record_id: String,
+        #[source]
+        source: cdrvault_crypto::CryptoError,
+    },
+    #[error("the time window is empty: it must start before it ends")]
+    EmptyWindow,
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LookupError + '_ {
+    move |source| LookupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a lookup searches for. `Debug` and `Display` redact the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A number: matched as caller or callee.
+    Msisdn(Msisdn),
+    /// A subscriber identity: matched in `imsi_p`.
+    Imsi(Imsi),
+    /// A device identity: matched in `imei_p`.
+    Imei(Imei),
+}
+
+/// A target that does not parse. Holds no part of the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("unknown target kind {kind:?}: use msisdn, imsi or imei")]
+    UnknownKind { kind: String },
+    #[error("not a valid {kind}: {problem}")]
+    Invalid {
+        kind: &'static str,
+        problem: &'static str,
+    },
+}
+
+impl Target {
+    /// Parses `kind` (`msisdn`, `imsi`, `imei`) and a value in any accepted
+    /// spelling (numbers are normalised to E.164).
+    pub fn parse(kind: &str, value: &str) -> Result<Target, TargetError> {
+        let inv = |kind| move |problem| TargetError::Invalid { kind, problem };
+        match kind.to_ascii_lowercase().as_str() {
+            "msisdn" | "number" | "phone" => {
+                Msisdn::parse(value).map(Target::Msisdn).map_err(inv("msisdn"))
+            }
+            "imsi" => Imsi::parse(value).map(Target::Imsi).map_err(inv("imsi")),
+            "imei" => Imei::parse(value).map(Target::Imei).map_err(inv("imei")),
+            _ => Err(TargetError::UnknownKind {
+                kind: kind.chars().filter(char::is_ascii_alphabetic).take(16).collect(),
+            }),
+        }
+    }
+
+    /// `msisdn`, `imsi` or `imei`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Msisdn(_) => "msisdn",
+            Target::Imsi(_) => "imsi",
+            Target::Imei(_) => "imei",
+        }
+    }
+
+    /// The canonical value. Plaintext: only for the lawful release and for
+    /// sealing into the access log.
+    pub fn expose(&self) -> &str {
+        match self {
+            Target::Msisdn(m) => m.expose_e164(),
+            Target::Imsi(i) => i.expose(),
+            Target::Imei(i) => i.expose(),
+        }
+    }
+}
+
+/// A half-open time window `[from_us, to_us)` in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub from_us: i64,
+    pub to_us: i64,
+}
+
+impl Window {
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Window, LookupError> {
+        let w = Window {
+            from_us: from.timestamp_micros(),
+            to_us: to.timestamp_micros(),
+        };
+        if w.from_us >= w.to_us {
+            return Err(LookupError::EmptyWindow);
+        }
+        Ok(w)
+    }
+
+    /// First and last partition date (KST) the window touches.
+    pub fn dates(&self) -> (NaiveDate, NaiveDate) {
+        (partition_date(self.from_us), partition_date(self.to_us - 1))
+    }
+
+    fn days(&self) -> impl Iterator<Item = NaiveDate> {
+        let (a, b) = self.dates();
+        a.iter_days().take_while(move |d| *d <= b)
+    }
+}
+
+/// Which pseudonym column matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchedAs {
+    Caller,
+    Callee,
+    Imsi,
+    Imei,
+}
+
+/// A stored record that matched, decrypted.
+#[derive(Debug, Clone)]
+pub struct FoundRecord {
+    pub class: String,
+    pub date: NaiveDate,
+    pub record_id: String,
+    pub record_type: String,
+    pub service: String,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub duration_s: Option<i64>,
+    pub usage_count: Option<i64>,
+    /// Decrypted identifiers (redacting `Debug`).
+    pub identifiers: Identifiers,
+    /// (target index, column) pairs that matched.
+    pub matched: Vec<(usize, MatchedAs)>,
+}
+
+/// Why part of a window cannot be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotHeldReason {
+    /// The class's retention period for these dates is over: the data must
+    /// have been (or is about to be) destroyed and is not released.
+    BeyondRetention,
+    /// The access log records the partitions as purged, or their keys are
+    /// destroyed.
+    Purged,
+    /// Before the first data this store holds for the class.
+    NeverHeld,
+}
+
+/// A contiguous range of dates of one class that the lookup could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotHeld {
+    pub class: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub reason: NotHeldReason,
+}
+
+/// Where to look and what the access log says about purges.
+#[derive(Clone, Copy)]
+pub struct Options<'a> {
+    pub data_dir: &'a Path,
+    pub policy: &'a RetentionPolicy,
+    /// The lookup clock (retention is judged at this instant).
+    pub now: DateTime<Utc>,
+    /// Partitions recorded as purged in the access log.
+    pub purged: &'a BTreeSet<(String, NaiveDate)>,
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// Called with (partitions done, partitions total).
+    pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+}
+
+impl std::fmt::Debug for Options<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("data_dir", &self.data_dir)
+            .field("now", &self.now)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of one lookup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LookupStats {
+    pub partitions_scanned: usize,
+    pub files_scanned: u64,
+    pub row_groups_total: u64,
+    /// Row groups whose pseudonym columns were read (bloom filters passed).
+    pub row_groups_read: u64,
+    pub rows_decrypted: u64,
+}
+
+/// The answer.
+#[derive(Debug, Clone, Default)]
+pub struct LookupResult {
+    /// Sorted by start time, then record id; one per record id.
+    pub records: Vec<FoundRecord>,
+    /// Partitions read, sorted.
+    pub scanned: Vec<PartitionKey>,
+    /// The parts of the window that are no longer (or never were) held.
+    pub not_held: Vec<NotHeld>,
+    pub stats: LookupStats,
+}
+
+/// The shared side of `<data_dir>/.purge.lock`; purge takes it exclusively.
+#[derive(Debug)]
+pub struct PurgeLock(Option<File>);
+
+impl PurgeLock {
+    /// Waits for a purge in progress, then holds the lock shared until
+    /// dropped. Without a data directory there is nothing to protect.
+    pub fn shared(data_dir: &Path) -> Result<PurgeLock, LookupError> {
+        if !data_dir.is_dir() {
+            return Ok(PurgeLock(None));
+        }
+        let path = data_dir.join(".purge.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        FileExt::lock_shared(&f).map_err(io_err(&path))?;
+        Ok(PurgeLock(Some(f)))
+    }
+}
+
+impl Drop for PurgeLock {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            let _ = FileExt::unlock(f);
+        }
+    }
+}
+
+/// The dates of `class` that have a partition directory.
+fn partition_dates(data_dir: &Path, class: &str) -> Result<BTreeSet<NaiveDate>, LookupError> {
+    let dir = data_dir.join(format!("class={class}"));
+    let mut out = BTreeSet::new();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(&dir)(e)),
+    };
+    for e in rd {
+        let e = e.map_err(io_err(&dir))?;
+        if let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("date="))
+            .and_then(|d| d.parse().ok())
+        {
+            out.insert(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Per partition: scan it, or why not.
+enum Plan {
+    Scan(PartitionKey),
+    NotHeld(NotHeldReason),
+    /// Held, but no data that day.
+    Empty,
+}
+
+/// Runs a lookup. See the crate docs.
+pub fn lookup(
+    keys: &KeyStore,
+    opts: &Options<'_>,
+    targets: &[Target],
+    window: Window,
+) -> Result<LookupResult, LookupError> {
+    let mut plans: Vec<(String, NaiveDate, Plan)> = Vec::new();
+    for (_, class) in opts.policy.classes() {
+        let dates = partition_dates(opts.data_dir, &class.name)?;
+        let earliest = dates
+            .iter()
+            .next()
+            .copied()
+            .into_iter()
+            .chain(
+                opts.purged
+                    .iter()
+                    .filter(|(c, _)| *c == class.name)
+                    .map(|(_, d)| *d),
+            )
+            .min();
+        let hold = class.period == Period::UntilReleased;
+        for d in window.days() {
+            let plan = if class.period.is_expired(d, opts.now) {
+                Plan::NotHeld(NotHeldReason::BeyondRetention)
+            } else if opts.purged.contains(&(class.name.clone(), d)) {
+                Plan::NotHeld(NotHeldReason::Purged)
+            } else if dates.contains(&d) {
+                Plan::Scan(PartitionKey::new(class.name.as_str(), d))
+            } else if !hold && earliest.is_none_or(|e| d < e) {
+                Plan::NotHeld(NotHeldReason::NeverHeld)
+            } else {
+                Plan::Empty
+            };
+            plans.push((class.name.clone(), d, plan));
+        }
+    }
+
+    let jobs: Vec<&PartitionKey> = plans
+        .iter()
+        .filter_map(|(_, _, p)| match p {
+            Plan::Scan(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let total = jobs.len() as u64;
+    let results: Mutex<Vec<(usize, scan::PartitionOutcome)>> = Mutex::new(Vec::new());
+    let first_error: Mutex<Option<LookupError>> = Mutex::new(None);
+    let threads = opts.threads.clamp(1, jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs.len() || lock(&first_error).is_some() {
+                    return;
+                }
+                match scan::partition(keys, opts.data_dir, jobs[i], targets, window) {
+                    Ok(o) => lock(&results).push((i, o)),
+                    Err(e) => {
+                        lock(&first_error).get_or_insert(e);
+                        return;
+                    }
+                }
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(p) = opts.progress {
+                    p(n, total);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut outcomes = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    outcomes.sort_by_key(|(i, _)| *i);
+
+    let mut result = LookupResult::default();
+    let mut keys_gone: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
+    let mut by_id: BTreeMap<String, FoundRecord> = BTreeMap::new();
+    for (i, o) in outcomes {
+        match o {
+            scan::PartitionOutcome::KeysGone => {
+                keys_gone.insert((jobs[i].class.to_string(), jobs[i].date));
+            }
+            scan::PartitionOutcome::Scanned { records, stats } => {
+                result.scanned.push(jobs[i].clone());
+                result.stats.files_scanned += stats.files_scanned;
+                result.stats.row_groups_total += stats.row_groups_total;
+                result.stats.row_groups_read += stats.row_groups_read;
+                result.stats.rows_decrypted += stats.rows_decrypted;
+                for r in records {
+                    // A record briefly in both its class and legal_hold:
+                    // keep one, preferring the original class.
+                    let hold = |c: &str| {
+                        opts.policy
+                            .by_name(c)
+                            .is_some_and(|id| opts.policy.class(id).period == Period::UntilReleased)
+                    };
+                    match by_id.get(&r.record_id) {
+                        Some(prev) if !hold(&prev.class) || hold(&r.class) => {}
+                        _ => {
+                            by_id.insert(r.record_id.clone(), r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    result.stats.partitions_scanned = result.scanned.len();
+    result.records = by_id.into_values().collect();
+    result
+        .records
+        .sort_by(|a, b| (a.start_us, &a.record_id).cmp(&(b.start_us, &b.record_id)));
+
+    // Not-held ranges, collapsed per class.
+    for (class, d, plan) in &plans {
+        let reason = match plan {
+            Plan::NotHeld(r) => *r,
+            Plan::Scan(_) if keys_gone.contains(&(class.clone(), *d)) => NotHeldReason::Purged,
+            _ => continue,
+        };
+        match result.not_held.last_mut() {
+            Some(last)
+                if last.class == *class && last.reason == reason && last.to.succ_opt() == Some(*d) =>
+            {
+                last.to = *d;
+            }
+            _ => result.not_held.push(NotHeld {
+                class: class.clone(),
+                from: *d,
+                to: *d,
+                reason,
+            }),
+        }
+    }
+    Ok(result)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

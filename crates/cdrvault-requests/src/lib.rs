@@ -1,0 +1,516 @@
+//! Lawful requests (통신비밀보호법 제13조): the request model, the state of
+//! every request as a fold over access-log entries, the dual-control and
+//! role checks that decide refusals, and the semiannual statistics
+//! (제13조⑧). Pure: no I/O. The binary reads the access log, calls these
+//! functions under the log's lock and appends the events they return.
+//!
+//! # Events (access-log `kind`, `subject` = request id, `actor` = operator)
+//!
+//! | kind | data |
+//! |---|---|
+//! | `request.created` | authority, warrant, legal_basis, targets (`{kind, sealed}`: the value only encrypted), from, to, categories |
+//! | `request.approved` | `{}` |
+//! | `request.cancelled` | reason |
+//! | `request.refused` | action, code, message (no identifier), authority if known |
+//! | `request.executing` | written before any data is read |
+//! | `request.executed` | partitions_scanned, rows, outputs (path, sha256), not_held |
+//! | `request.failed` | error (the request returns to approved) |
+//!
+//! A request's status is never stored anywhere else: it is what these
+//! entries, in log order, say.
+
+mod report;
+
+use std::collections::BTreeMap;
+
+use cdrvault_config::{LookupSettings, Role};
+use cdrvault_retention::{partition_date, Period, RetentionPolicy};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub use report::{parse_half, AuthorityLine, HalfReport};
+
+pub const CREATED: &str = "request.created";
+pub const APPROVED: &str = "request.approved";
+pub const CANCELLED: &str = "request.cancelled";
+pub const REFUSED: &str = "request.refused";
+pub const EXECUTING: &str = "request.executing";
+pub const EXECUTED: &str = "request.executed";
+pub const FAILED: &str = "request.failed";
+
+/// `purpose` under which targets are sealed in the access log.
+pub const TARGET_PURPOSE: &str = "request-target";
+
+/// Why a command was refused. The message names no identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused ({code}): {message}")]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+}
+
+/// Machine-readable refusal reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    MissingWarrant,
+    MissingAuthority,
+    BadRequestId,
+    DuplicateRequest,
+    UnknownRequest,
+    BadWindow,
+    WindowInFuture,
+    OutsideRetention,
+    MalformedTarget,
+    NoTargets,
+    BadCategory,
+    UnknownOperator,
+    WrongRole,
+    SelfApproval,
+    NotPending,
+    NotApproved,
+    Cancelled,
+    AlreadyExecuted,
+    InProgress,
+}
+
+impl RefusalCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::MissingWarrant => "missing_warrant",
+            RefusalCode::MissingAuthority => "missing_authority",
+            RefusalCode::BadRequestId => "bad_request_id",
+            RefusalCode::DuplicateRequest => "duplicate_request",
+            RefusalCode::UnknownRequest => "unknown_request",
+            RefusalCode::BadWindow => "bad_window",
+            RefusalCode::WindowInFuture => "window_in_future",
+            RefusalCode::OutsideRetention => "outside_retention",
+            RefusalCode::MalformedTarget => "malformed_target",
+            RefusalCode::NoTargets => "no_targets",
+            RefusalCode::BadCategory => "bad_category",
+            RefusalCode::UnknownOperator => "unknown_operator",
+            RefusalCode::WrongRole => "wrong_role",
+            RefusalCode::SelfApproval => "self_approval",
+            RefusalCode::NotPending => "not_pending",
+            RefusalCode::NotApproved => "not_approved",
+            RefusalCode::Cancelled => "cancelled",
+            RefusalCode::AlreadyExecuted => "already_executed",
+            RefusalCode::InProgress => "in_progress",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The data categories of 통신비밀보호법 제2조제11호.
+pub const CATEGORIES: [(&str, &str); 7] = [
+    ("가", "date and time of the communication"),
+    ("나", "start and end time"),
+    ("다", "caller and callee numbers and subscriber/device identities"),
+    ("라", "usage count"),
+    ("마", "internet log records"),
+    ("바", "originating cell-site location"),
+    ("사", "internet access location (IP)"),
+];
+
+/// Parses `가,나,다` (also `all`, and latin `a`–`g` for 가–사).
+pub fn parse_categories(s: &str) -> Result<Vec<String>, Refusal> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(CATEGORIES.iter().map(|(c, _)| (*c).to_owned()).collect());
+    }
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let c = match part {
+            "a" => "가",
+            "b" => "나",
+            "c" => "다",
+            "d" => "라",
+            "e" => "마",
+            "f" => "바",
+            "g" => "사",
+            other => other,
+        };
+        if !CATEGORIES.iter().any(|(k, _)| *k == c) {
+            return Err(refuse(
+                RefusalCode::BadCategory,
+                format!("unknown data category {part:?}: use 가, 나, 다, 라, 마, 바, 사 (or a-g, or all)"),
+            ));
+        }
+        if !out.iter().any(|o| o == c) {
+            out.push(c.to_owned());
+        }
+    }
+    if out.is_empty() {
+        return Err(refuse(RefusalCode::BadCategory, "no data category given"));
+    }
+    out.sort_by_key(|c| CATEGORIES.iter().position(|(k, _)| k == c));
+    Ok(out)
+}
+
+/// Checks an ETSI TS 102 657-style request id: `<CC>-<ORG>-<NUMBER>`, the
+/// country code (as configured), the authorised organisation
+/// (`[A-Z0-9]{2,16}`) and the organisation's request number
+/// (`[A-Za-z0-9][A-Za-z0-9-]{0,39}`), e.g. `KR-SPO-2026-000123`.
+pub fn check_request_id(id: &str, country_code: &str) -> Result<(), Refusal> {
+    let bad = |why: &str| {
+        refuse(
+            RefusalCode::BadRequestId,
+            format!("request id must be <country>-<organisation>-<number> like {country_code}-SPO-2026-000123: {why}"),
+        )
+    };
+    let mut parts = id.splitn(3, '-');
+    let (cc, org, num) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => return Err(bad("three parts expected")),
+    };
+    if cc != country_code {
+        return Err(bad("wrong country code"));
+    }
+    if !(2..=16).contains(&org.len())
+        || !org
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        return Err(bad("organisation must be 2-16 upper-case letters or digits"));
+    }
+    let ok_num = (1..=40).contains(&num.len())
+        && num.as_bytes()[0].is_ascii_alphanumeric()
+        && num.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok_num {
+        return Err(bad("number must be 1-40 letters, digits or dashes"));
+    }
+    Ok(())
+}
+
+/// Checks that `operator` is configured and has `role`.
+pub fn check_role(settings: &LookupSettings, operator: &str, role: Role) -> Result<(), Refusal> {
+    match settings.operators.get(operator) {
+        None => Err(refuse(
+            RefusalCode::UnknownOperator,
+            format!("operator {:?} is not configured in [operators]", sanitize(operator)),
+        )),
+        Some(roles) if !roles.contains(&role) => Err(refuse(
+            RefusalCode::WrongRole,
+            format!(
+                "operator {:?} does not have the {} role",
+                sanitize(operator),
+                role.as_str()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Operator names as given on the command line may be anything: keep what
+/// can be logged safely (no digits run long enough to be a number).
+pub fn sanitize(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
+    if t.bytes().filter(u8::is_ascii_digit).count() > 6 {
+        "<redacted>".into()
+    } else {
+        t
+    }
+}
+
+/// A request as its creator gives it, targets already sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSpec {
+    pub authority: String,
+    pub warrant: String,
+    pub legal_basis: String,
+    pub targets: Vec<SealedTarget>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub categories: Vec<String>,
+}
+
+/// A target in the access log: its kind in clear, its value encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedTarget {
+    pub kind: String,
+    pub sealed: String,
+}
+
+/// The fields of a request that are checked before targets are parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateCheck<'a> {
+    pub id: &'a str,
+    pub authority: &'a str,
+    pub warrant: &'a str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// Everything `request create` checks that needs no key: operator and role,
+/// id, authority, warrant, window (not empty, not in the future, not
+/// entirely beyond every retention period), and that the id is new.
+pub fn check_create(
+    settings: &LookupSettings,
+    policy: &RetentionPolicy,
+    state: &BTreeMap<String, Request>,
+    operator: &str,
+    c: &CreateCheck<'_>,
+) -> Result<(), Refusal> {
+    check_role(settings, operator, Role::Requester)?;
+    check_request_id(c.id, &settings.country_code)?;
+    if state.contains_key(c.id) {
+        return Err(refuse(
+            RefusalCode::DuplicateRequest,
+            format!("request {} already exists", c.id),
+        ));
+    }
+    if c.authority.trim().is_empty() {
+        return Err(refuse(
+            RefusalCode::MissingAuthority,
+            "the requesting authority is missing",
+        ));
+    }
+    if c.warrant.trim().is_empty() {
+        return Err(refuse(
+            RefusalCode::MissingWarrant,
+            "no court permission / warrant number (통신비밀보호법 제13조②: 법원의 허가)",
+        ));
+    }
+    if c.from >= c.to {
+        return Err(refuse(
+            RefusalCode::BadWindow,
+            "the time window must start before it ends",
+        ));
+    }
+    if c.from > c.now {
+        return Err(refuse(
+            RefusalCode::WindowInFuture,
+            format!(
+                "the time window starts in the future ({}); only past communications can be requested",
+                c.from.to_rfc3339()
+            ),
+        ));
+    }
+    let last = partition_date(c.to.timestamp_micros() - 1);
+    let held = policy
+        .classes()
+        .any(|(_, k)| k.period != Period::UntilReleased && !k.period.is_expired(last, c.now));
+    if !held {
+        return Err(refuse(
+            RefusalCode::OutsideRetention,
+            format!("the whole time window (up to {last}) is beyond every retention period: no such data is held"),
+        ));
+    }
+    Ok(())
+}
+
+/// Status of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    /// `request.executing` without its outcome: running now, or interrupted.
+    Executing,
+    Executed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Executing => "executing",
+            Status::Executed => "executed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A request's state, folded from the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Request {
+    pub id: String,
+    pub status: Status,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub spec: RequestSpec,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub cancelled_by: Option<String>,
+    pub executed_at: Option<DateTime<Utc>>,
+    pub rows_provided: Option<u64>,
+}
+
+/// One access-log entry as the fold needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryView<'a> {
+    pub at: DateTime<Utc>,
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub subject: &'a str,
+    pub data: &'a Value,
+}
+
+/// Folds log entries (in order) into the state of every request.
+/// Entries of other kinds are ignored; an event for an unknown request is
+/// ignored (it cannot happen through the CLI).
+pub fn fold<'a>(entries: impl IntoIterator<Item = EntryView<'a>>) -> BTreeMap<String, Request> {
+    let mut m: BTreeMap<String, Request> = BTreeMap::new();
+    for e in entries {
+        if e.kind == CREATED {
+            if let Ok(spec) = serde_json::from_value::<RequestSpec>(e.data.clone()) {
+                m.entry(e.subject.to_owned()).or_insert(Request {
+                    id: e.subject.to_owned(),
+                    status: Status::Pending,
+                    created_by: e.actor.to_owned(),
+                    created_at: e.at,
+                    spec,
+                    approved_by: None,
+                    approved_at: None,
+                    cancelled_by: None,
+                    executed_at: None,
+                    rows_provided: None,
+                });
+            }
+            continue;
+        }
+        let Some(r) = m.get_mut(e.subject) else {
+            continue;
+        };
+        match e.kind {
+            APPROVED => {
+                r.status = Status::Approved;
+                r.approved_by = Some(e.actor.to_owned());
+                r.approved_at = Some(e.at);
+            }
+            CANCELLED => {
+                r.status = Status::Cancelled;
+                r.cancelled_by = Some(e.actor.to_owned());
+            }
+            EXECUTING => r.status = Status::Executing,
+            FAILED => r.status = Status::Approved,
+            EXECUTED => {
+                r.status = Status::Executed;
+                r.executed_at = Some(e.at);
+                r.rows_provided = e.data.get("rows").and_then(Value::as_u64);
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+fn find<'m>(state: &'m BTreeMap<String, Request>, id: &str) -> Result<&'m Request, Refusal> {
+    state.get(id).ok_or_else(|| {
+        refuse(
+            RefusalCode::UnknownRequest,
+            format!("no request {:?}", sanitize(id)),
+        )
+    })
+}
+
+/// `request approve`: an approver, not the creator (under dual control), of
+/// a pending request.
+pub fn check_approve<'m>(
+    settings: &LookupSettings,
+    state: &'m BTreeMap<String, Request>,
+    operator: &str,
+    id: &str,
+) -> Result<&'m Request, Refusal> {
+    check_role(settings, operator, Role::Approver)?;
+    let r = find(state, id)?;
+    if r.status != Status::Pending {
+        return Err(refuse(
+            RefusalCode::NotPending,
+            format!("request {id} is {}, not pending", r.status.as_str()),
+        ));
+    }
+    if settings.dual_control && r.created_by == operator {
+        return Err(refuse(
+            RefusalCode::SelfApproval,
+            format!("dual control: request {id} was created by {operator}; another approver must approve it"),
+        ));
+    }
+    Ok(r)
+}
+
+/// `request execute`: a requester, on an approved request.
+pub fn check_execute<'m>(
+    settings: &LookupSettings,
+    state: &'m BTreeMap<String, Request>,
+    operator: &str,
+    id: &str,
+) -> Result<&'m Request, Refusal> {
+    check_role(settings, operator, Role::Requester)?;
+    let r = find(state, id)?;
+    match r.status {
+        Status::Approved => Ok(r),
+        Status::Pending => Err(refuse(
+            RefusalCode::NotApproved,
+            format!("request {id} has not been approved"),
+        )),
+        Status::Cancelled => Err(refuse(
+            RefusalCode::Cancelled,
+            format!("request {id} was cancelled"),
+        )),
+        Status::Executed => Err(refuse(
+            RefusalCode::AlreadyExecuted,
+            format!("request {id} was already executed; a new request is needed"),
+        )),
+        Status::Executing => Err(refuse(
+            RefusalCode::InProgress,
+            format!("request {id} is being executed (or an execution was interrupted)"),
+        )),
+    }
+}
+
+/// `request cancel`: a requester or approver, before execution.
+pub fn check_cancel<'m>(
+    settings: &LookupSettings,
+    state: &'m BTreeMap<String, Request>,
+    operator: &str,
+    id: &str,
+) -> Result<&'m Request, Refusal> {
+    if check_role(settings, operator, Role::Requester).is_err() {
+        check_role(settings, operator, Role::Approver)?;
+    }
+    let r = find(state, id)?;
+    match r.status {
+        Status::Pending | Status::Approved => Ok(r),
+        s => Err(refuse(
+            RefusalCode::NotPending,
+            format!("request {id} is {} and can no longer be cancelled", s.as_str()),
+        )),
+    }
+}
+
+/// The `data` of a `request.refused` entry.
+pub fn refused_data(action: &str, r: &Refusal, authority: Option<&str>) -> Value {
+    let mut v = json!({
+        "action": action,
+        "code": r.code.as_str(),
+        "message": r.message,
+    });
+    if let Some(a) = authority {
+        v["authority"] = a.into();
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests;
