@@ -62,6 +62,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Write synthetic CDRs (fictional numbers) for trials, tests and benchmarks.
     Generate(GenerateArgs),
+    /// Lawful requests: create, approve (dual control), execute, cancel, show, list. Every step is logged.
+    #[command(subcommand)]
+    Request(crate::request_cmd::RequestCommand),
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),

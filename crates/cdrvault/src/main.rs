@@ -9,6 +9,7 @@ mod exit;
 mod ingest_cmd;
 mod keys_cmd;
 mod output;
+mod request_cmd;
 
 use clap::Parser;
 
@@ -38,6 +39,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let settings = exit::load_settings(&cli.global)?;
             keys_cmd::run(&settings, cmd)
         }
+        Command::Request(cmd) => request_cmd::run(&exit::load_settings(&cli.global)?, cmd),
         Command::Generate(args) => ingest_cmd::generate(args),
         Command::Config(ConfigCommand::Check { format }) => {
             let settings = exit::load_settings(&cli.global)?;
