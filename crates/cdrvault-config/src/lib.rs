@@ -52,6 +52,14 @@ pub struct RawConfig {
     pub input: RawInput,
     pub ingest: RawIngest,
     pub retention: RawRetention,
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub log_file: PathBuf,
+    pub head_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +159,14 @@ pub struct IngestSettings {
     pub dedup_record_ids: bool,
 }
 
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The append-only, hash-chained access log.
+    pub log_file: PathBuf,
+    /// Its head (last sequence number and hash), stored apart from it.
+    pub head_file: PathBuf,
+}
+
 /// Checked configuration. Constructed only by [`validate`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -159,6 +175,7 @@ pub struct Settings {
     pub input: InputSettings,
     pub ingest: IngestSettings,
     pub retention: RetentionPolicy,
+    pub audit: AuditSettings,
 }
 
 /// Where the configuration came from.
@@ -305,6 +322,18 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "keys.store_dir",
             &k.store_dir,
         ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "audit.log_file",
+            &raw.audit.log_file,
+        ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "audit.head_file",
+            &raw.audit.head_file,
+        ),
     ] {
         if nested(ap, bp) {
             return Err(ConfigError::Overlap {
@@ -357,6 +386,20 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         g.writer_threads
     };
     let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
+    let a = &raw.audit;
+    if a.log_file.file_name().is_none() || a.head_file.file_name().is_none() {
+        return Err(invalid(
+            "audit.log_file",
+            "log_file and head_file must name files",
+        ));
+    }
+    let dir_of = |p: &Path| absolute(p.parent().unwrap_or(Path::new("")));
+    if dir_of(&a.log_file) == dir_of(&a.head_file) {
+        return Err(invalid(
+            "audit.head_file",
+            "must be in another directory than audit.log_file (the head is what shows a truncated log)",
+        ));
+    }
     Ok(Settings {
         storage: StorageSettings {
             data_dir: s.data_dir.clone(),
@@ -392,6 +435,10 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             dedup_record_ids: g.dedup_record_ids,
         },
         retention,
+        audit: AuditSettings {
+            log_file: a.log_file.clone(),
+            head_file: a.head_file.clone(),
+        },
     })
 }
 
@@ -492,6 +539,46 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, ConfigError::Overlap { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_audit_log_must_live_outside_the_data_and_apart_from_its_head() {
+        let e = with(|t| {
+            *t = t.replace(
+                "log_file = \"cdrvault-audit/access.log\"",
+                "log_file = \"cdrvault-data/access.log\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Overlap {
+                    b: "audit.log_file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = with(|t| {
+            *t = t.replace(
+                "head_file = \"cdrvault-keys/audit-head.json\"",
+                "head_file = \"cdrvault-audit/head.json\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "audit.head_file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let s = with(|_| {}).unwrap();
+        assert_eq!(s.audit.log_file, PathBuf::from("cdrvault-audit/access.log"));
     }
 
     #[test]
