@@ -13,7 +13,10 @@ use chrono::NaiveDate;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    assert!(a.len() == 6, "usage: pseudonyms KEYS_DIR MASTER_KEY_FILE NUMBER FROM TO");
+    assert!(
+        a.len() == 6,
+        "usage: pseudonyms KEYS_DIR MASTER_KEY_FILE NUMBER FROM TO"
+    );
     let master = load_master_key(&MasterKeySource::File(a[2].clone().into())).expect("master key");
     let keys = KeyStore::open(a[1].as_ref(), master).expect("key store");
     let number = Msisdn::parse(&a[3]).expect("a phone number");

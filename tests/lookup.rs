@@ -138,7 +138,15 @@ fn approved(sb: &Sandbox, targets: &[String], from: &str, to: &str, categories: 
 fn execute(sb: &Sandbox, id: &str) -> (Value, Value) {
     let out = ok(
         sb,
-        &["request", "execute", "--operator", "kim", id, "--format", "json"],
+        &[
+            "request",
+            "execute",
+            "--operator",
+            "kim",
+            id,
+            "--format",
+            "json",
+        ],
     );
     let summary: Value = serde_json::from_str(&out).expect("summary JSON");
     let json_out = summary["outputs"]
@@ -218,7 +226,8 @@ fn execute_releases_exactly_the_ground_truth() {
         assert_eq!(r["cell_id"].as_str(), t.cell_id.as_deref(), "{rid}");
         assert_eq!(r["ip"].as_str(), t.ip.as_deref(), "{rid}");
         assert_eq!(r["date"].as_str(), Some(t.date.as_str()), "{rid}");
-        let start = chrono::DateTime::parse_from_rfc3339(r["start_time"].as_str().unwrap()).unwrap();
+        let start =
+            chrono::DateTime::parse_from_rfc3339(r["start_time"].as_str().unwrap()).unwrap();
         assert_eq!(start.timestamp_micros(), t.start_us, "{rid}");
         let m = r["matched"].as_str().unwrap();
         if t.caller == number {
@@ -235,7 +244,10 @@ fn execute_releases_exactly_the_ground_truth() {
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", p.display());
         let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(o["sha256"].as_str().unwrap(), hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(
+            o["sha256"].as_str().unwrap(),
+            hex::encode(Sha256::digest(&bytes))
+        );
         if p.extension().unwrap() == "csv" {
             let text = String::from_utf8(bytes).unwrap();
             assert_eq!(text.lines().count(), records.len() + 1, "header + rows");
@@ -282,14 +294,26 @@ fn a_window_selects_by_start_time_and_categories_select_columns() {
             .unwrap()
             .to_rfc3339()
     };
-    let id = approved(sb, &[format!("msisdn:{number}")], &ts(from_us), &ts(to_us), "가,바");
+    let id = approved(
+        sb,
+        &[format!("msisdn:{number}")],
+        &ts(from_us),
+        &ts(to_us),
+        "가,바",
+    );
     let (_, doc) = execute(sb, &id);
     let records = doc["records"].as_array().unwrap();
-    let expected = starts.iter().filter(|&&s| s >= from_us && s < to_us).count();
+    let expected = starts
+        .iter()
+        .filter(|&&s| s >= from_us && s < to_us)
+        .count();
     assert_eq!(records.len(), expected);
     let r = &records[0];
     assert!(r.get("start_time").is_some() && r.get("cell_id").is_some());
-    assert!(r.get("caller").is_none() && r.get("ip").is_none(), "only the requested categories: {r}");
+    assert!(
+        r.get("caller").is_none() && r.get("ip").is_none(),
+        "only the requested categories: {r}"
+    );
 }
 
 #[test]
@@ -304,7 +328,15 @@ fn concurrent_executions_are_all_logged_and_the_log_verifies() {
         .iter()
         .map(|id| {
             cmd(sb)
-                .args(["request", "execute", "--operator", "kim", id, "--format", "json"])
+                .args([
+                    "request",
+                    "execute",
+                    "--operator",
+                    "kim",
+                    id,
+                    "--format",
+                    "json",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -361,7 +393,10 @@ fn refused(sb: &Sandbox, args: &[&str], code: &str) {
     assert_eq!(o.status.code(), Some(5), "{args:?}: {err}");
     assert!(err.contains(code), "{args:?}: {err}");
     let log = audit_entries(sb);
-    let refusals: Vec<&Value> = log.iter().filter(|e| e["kind"] == "request.refused").collect();
+    let refusals: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["kind"] == "request.refused")
+        .collect();
     assert_eq!(refusals.len(), before + 1, "{args:?} logged");
     assert_eq!(refusals.last().unwrap()["data"]["code"], code);
 }
@@ -373,10 +408,31 @@ fn empty_sandbox() -> Sandbox {
     sb
 }
 
-fn create_args<'a>(op: &'a str, id: &'a str, warrant: &'a str, target: &'a str, from: &'a str, to: &'a str) -> Vec<&'a str> {
+fn create_args<'a>(
+    op: &'a str,
+    id: &'a str,
+    warrant: &'a str,
+    target: &'a str,
+    from: &'a str,
+    to: &'a str,
+) -> Vec<&'a str> {
     vec![
-        "request", "create", "--operator", op, "--id", id, "--authority", "KNPA", "--warrant", warrant,
-        "--target", target, "--from", from, "--to", to,
+        "request",
+        "create",
+        "--operator",
+        op,
+        "--id",
+        id,
+        "--authority",
+        "KNPA",
+        "--warrant",
+        warrant,
+        "--target",
+        target,
+        "--from",
+        from,
+        "--to",
+        to,
     ]
 }
 
@@ -388,30 +444,115 @@ fn every_refusal_is_clear_non_zero_and_logged() {
     let future = (Utc::now() + Duration::days(5)).date_naive().to_string();
     let future2 = (Utc::now() + Duration::days(9)).date_naive().to_string();
     let n = "msisdn:010-0000-1234";
-    refused(&sb, &create_args("kim", "KR-KNPA-1", "", n, &from, &to), "missing_warrant");
-    refused(&sb, &create_args("kim", "KR-KNPA-1", "W-1", n, &future, &future2), "window_in_future");
-    refused(&sb, &create_args("kim", "KR-KNPA-1", "W-1", n, "2019-01-01", "2019-02-01"), "outside_retention");
-    refused(&sb, &create_args("kim", "KR-KNPA-1", "W-1", "msisdn:010-12AB-5678", &from, &to), "malformed_target");
-    refused(&sb, &create_args("kim", "KR-KNPA-1", "W-1", "imei:35-xx", &from, &to), "malformed_target");
-    refused(&sb, &create_args("kim", "US-KNPA-1", "W-1", n, &from, &to), "bad_request_id");
-    refused(&sb, &create_args("mallory", "KR-KNPA-1", "W-1", n, &from, &to), "unknown_operator");
-    refused(&sb, &create_args("lee", "KR-KNPA-1", "W-1", n, &from, &to), "wrong_role");
+    refused(
+        &sb,
+        &create_args("kim", "KR-KNPA-1", "", n, &from, &to),
+        "missing_warrant",
+    );
+    refused(
+        &sb,
+        &create_args("kim", "KR-KNPA-1", "W-1", n, &future, &future2),
+        "window_in_future",
+    );
+    refused(
+        &sb,
+        &create_args("kim", "KR-KNPA-1", "W-1", n, "2019-01-01", "2019-02-01"),
+        "outside_retention",
+    );
+    refused(
+        &sb,
+        &create_args(
+            "kim",
+            "KR-KNPA-1",
+            "W-1",
+            "msisdn:010-12AB-5678",
+            &from,
+            &to,
+        ),
+        "malformed_target",
+    );
+    refused(
+        &sb,
+        &create_args("kim", "KR-KNPA-1", "W-1", "imei:35-xx", &from, &to),
+        "malformed_target",
+    );
+    refused(
+        &sb,
+        &create_args("kim", "US-KNPA-1", "W-1", n, &from, &to),
+        "bad_request_id",
+    );
+    refused(
+        &sb,
+        &create_args("mallory", "KR-KNPA-1", "W-1", n, &from, &to),
+        "unknown_operator",
+    );
+    refused(
+        &sb,
+        &create_args("lee", "KR-KNPA-1", "W-1", n, &from, &to),
+        "wrong_role",
+    );
     // The malformed target's value never reaches the log or the message.
     let raw = std::fs::read_to_string(audit_log_path(&sb)).unwrap();
     assert!(!raw.contains("12AB") && !raw.contains("0000-1234") && !raw.contains("1000001234"));
 
     ok(&sb, &create_args("park", "KR-KNPA-2", "W-2", n, &from, &to));
-    refused(&sb, &["request", "approve", "--operator", "park", "KR-KNPA-2"], "self_approval");
-    refused(&sb, &["request", "approve", "--operator", "kim", "KR-KNPA-2"], "wrong_role");
-    refused(&sb, &["request", "execute", "--operator", "park", "KR-KNPA-2"], "not_approved");
-    refused(&sb, &["request", "execute", "--operator", "kim", "KR-KNPA-404"], "unknown_request");
-    ok(&sb, &["request", "cancel", "--operator", "lee", "KR-KNPA-2", "--reason", "withdrawn"]);
-    refused(&sb, &["request", "approve", "--operator", "lee", "KR-KNPA-2"], "not_pending");
-    refused(&sb, &["request", "execute", "--operator", "park", "KR-KNPA-2"], "cancelled");
-    refused(&sb, &create_args("kim", "KR-KNPA-2", "W-2", n, &from, &to), "duplicate_request");
-    refused(&sb, &["audit", "report", "--operator", "kim", "--half", "2026-H1"], "wrong_role");
+    refused(
+        &sb,
+        &["request", "approve", "--operator", "park", "KR-KNPA-2"],
+        "self_approval",
+    );
+    refused(
+        &sb,
+        &["request", "approve", "--operator", "kim", "KR-KNPA-2"],
+        "wrong_role",
+    );
+    refused(
+        &sb,
+        &["request", "execute", "--operator", "park", "KR-KNPA-2"],
+        "not_approved",
+    );
+    refused(
+        &sb,
+        &["request", "execute", "--operator", "kim", "KR-KNPA-404"],
+        "unknown_request",
+    );
+    ok(
+        &sb,
+        &[
+            "request",
+            "cancel",
+            "--operator",
+            "lee",
+            "KR-KNPA-2",
+            "--reason",
+            "withdrawn",
+        ],
+    );
+    refused(
+        &sb,
+        &["request", "approve", "--operator", "lee", "KR-KNPA-2"],
+        "not_pending",
+    );
+    refused(
+        &sb,
+        &["request", "execute", "--operator", "park", "KR-KNPA-2"],
+        "cancelled",
+    );
+    refused(
+        &sb,
+        &create_args("kim", "KR-KNPA-2", "W-2", n, &from, &to),
+        "duplicate_request",
+    );
+    refused(
+        &sb,
+        &["audit", "report", "--operator", "kim", "--half", "2026-H1"],
+        "wrong_role",
+    );
     let list = ok(&sb, &["request", "list"]);
-    assert!(list.contains("KR-KNPA-2") && list.contains("cancelled"), "{list}");
+    assert!(
+        list.contains("KR-KNPA-2") && list.contains("cancelled"),
+        "{list}"
+    );
     ok(&sb, &["audit", "verify"]);
 }
 
@@ -423,10 +564,29 @@ fn not_held_periods_are_reported_and_purged_data_is_never_returned() {
     let first = (Utc::now() - Duration::days(12)).date_naive();
     let input = sb.path("cdrs.csv");
     let truth = sb.path("truth.jsonl");
-    ok(&sb, &["generate", "--count", "3000", "--start", &first.to_string(), "--days", "10",
-        "--subscribers", "50", "--out", input.to_str().unwrap(), "--truth", truth.to_str().unwrap()]);
+    ok(
+        &sb,
+        &[
+            "generate",
+            "--count",
+            "3000",
+            "--start",
+            &first.to_string(),
+            "--days",
+            "10",
+            "--subscribers",
+            "50",
+            "--out",
+            input.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+    );
     ok(&sb, &["ingest", input.to_str().unwrap(), "--no-progress"]);
-    let truth: Vec<Truth> = read_truth(&truth).into_iter().filter(|t| t.kind == "valid").collect();
+    let truth: Vec<Truth> = read_truth(&truth)
+        .into_iter()
+        .filter(|t| t.kind == "valid")
+        .collect();
     let number = most_frequent_caller(&truth);
     // Destroy the mobile keys of the second day (the key half of a purge).
     let purged_day = first + Duration::days(1);
@@ -442,20 +602,37 @@ fn not_held_periods_are_reported_and_purged_data_is_never_returned() {
         nh.iter().any(|n| {
             n["class"] == class
                 && n["reason"] == reason
-                && day.as_ref().is_none_or(|d| n["from"].as_str().unwrap() <= d.as_str() && n["to"].as_str().unwrap() >= d.as_str())
+                && day.as_ref().is_none_or(|d| {
+                    n["from"].as_str().unwrap() <= d.as_str()
+                        && n["to"].as_str().unwrap() >= d.as_str()
+                })
         })
     };
-    assert!(has("mobile", "purged", Some(purged_day.to_string())), "{nh:?}");
+    assert!(
+        has("mobile", "purged", Some(purged_day.to_string())),
+        "{nh:?}"
+    );
     assert!(has("internet", "beyond_retention", None), "{nh:?}");
-    assert!(has("mobile", "never_held", Some((first - Duration::days(1)).to_string())), "{nh:?}");
+    assert!(
+        has(
+            "mobile",
+            "never_held",
+            Some((first - Duration::days(1)).to_string())
+        ),
+        "{nh:?}"
+    );
     assert_eq!(summary["not_held"], doc["not_held"]);
     let records = doc["records"].as_array().unwrap();
     assert!(!records.is_empty());
-    assert!(records.iter().all(|r| !(r["class"] == "mobile" && r["date"] == purged_day.to_string().as_str())));
+    assert!(records
+        .iter()
+        .all(|r| !(r["class"] == "mobile" && r["date"] == purged_day.to_string().as_str())));
     let expected = truth
         .iter()
         .filter(|t| t.caller == number || t.callee.as_deref() == Some(number.as_str()))
-        .filter(|t| !(t.record_type == "mobile" && t.service != "data" && t.date == purged_day.to_string()))
+        .filter(|t| {
+            !(t.record_type == "mobile" && t.service != "data" && t.date == purged_day.to_string())
+        })
         .count();
     assert_eq!(records.len(), expected);
 }
@@ -472,14 +649,32 @@ fn semiannual_report_matches_the_requests_made() {
     let from = (Utc::now() - Duration::days(20)).date_naive().to_string();
     let to = (Utc::now() - Duration::days(2)).date_naive().to_string();
     let mk = |id: &str, authority: &str, targets: &[&str]| {
-        let mut a = vec!["request", "create", "--operator", "kim", "--id", id, "--authority", authority,
-            "--warrant", "W", "--from", &from, "--to", &to];
+        let mut a = vec![
+            "request",
+            "create",
+            "--operator",
+            "kim",
+            "--id",
+            id,
+            "--authority",
+            authority,
+            "--warrant",
+            "W",
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ];
         for t in targets {
             a.extend(["--target", t]);
         }
         ok(&sb, &a);
     };
-    mk("KR-SPO-1", "SPO", &["msisdn:010-0000-0001", "imsi:001010000000001"]);
+    mk(
+        "KR-SPO-1",
+        "SPO",
+        &["msisdn:010-0000-0001", "imsi:001010000000001"],
+    );
     mk("KR-SPO-2", "SPO", &["msisdn:010-0000-0002"]);
     mk("KR-KNPA-1", "KNPA", &["imei:350000000000010"]);
     for id in ["KR-SPO-1", "KR-KNPA-1"] {
@@ -487,22 +682,74 @@ fn semiannual_report_matches_the_requests_made() {
         ok(&sb, &["request", "execute", "--operator", "kim", id]);
     }
     ok(&sb, &["request", "cancel", "--operator", "kim", "KR-SPO-2"]);
-    let _ = run(&sb, &create_args("kim", "KR-KNPA-9", "", "msisdn:010-0000-0003", &from, &to));
-    let _ = run(&sb, &["request", "execute", "--operator", "kim", "KR-SPO-2"]);
-    let out = ok(&sb, &["audit", "report", "--operator", "choi", "--half", &half_of(Utc::now()), "--format", "json"]);
+    let _ = run(
+        &sb,
+        &create_args("kim", "KR-KNPA-9", "", "msisdn:010-0000-0003", &from, &to),
+    );
+    let _ = run(
+        &sb,
+        &["request", "execute", "--operator", "kim", "KR-SPO-2"],
+    );
+    let out = ok(
+        &sb,
+        &[
+            "audit",
+            "report",
+            "--operator",
+            "choi",
+            "--half",
+            &half_of(Utc::now()),
+            "--format",
+            "json",
+        ],
+    );
     let r: Value = serde_json::from_str(&out).unwrap();
-    let line = |a: &str| r["by_authority"].as_array().unwrap().iter().find(|l| l["authority"] == a).unwrap().clone();
+    let line = |a: &str| {
+        r["by_authority"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["authority"] == a)
+            .unwrap()
+            .clone()
+    };
     let spo = line("SPO");
-    assert_eq!((spo["requests_received"].as_u64(), spo["requests_executed"].as_u64(), spo["targets"].as_u64()), (Some(2), Some(1), Some(2)));
+    assert_eq!(
+        (
+            spo["requests_received"].as_u64(),
+            spo["requests_executed"].as_u64(),
+            spo["targets"].as_u64()
+        ),
+        (Some(2), Some(1), Some(2))
+    );
     assert_eq!(spo["refusals"], 1, "executing the cancelled request");
     let knpa = line("KNPA");
-    assert_eq!((knpa["requests_received"].as_u64(), knpa["requests_executed"].as_u64(), knpa["targets"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (
+            knpa["requests_received"].as_u64(),
+            knpa["requests_executed"].as_u64(),
+            knpa["targets"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
     assert_eq!(knpa["refusals"], 1, "the request without a warrant");
     assert_eq!(r["total"]["records_provided"], 0, "no data held");
     assert_eq!(r["refusals_by_reason"]["missing_warrant"], 1);
     assert_eq!(r["refusals_by_reason"]["cancelled"], 1);
     // another half is empty
-    let out = ok(&sb, &["audit", "report", "--operator", "choi", "--half", "2020-H1", "--format", "json"]);
+    let out = ok(
+        &sb,
+        &[
+            "audit",
+            "report",
+            "--operator",
+            "choi",
+            "--half",
+            "2020-H1",
+            "--format",
+            "json",
+        ],
+    );
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["total"]["requests_received"], 0);
 }
@@ -514,7 +761,10 @@ fn every_kind_of_tampering_is_detected_by_audit_verify() {
     let to = (Utc::now() - Duration::days(2)).date_naive().to_string();
     for i in 1..=3 {
         let id = format!("KR-SPO-{i}");
-        ok(&sb, &create_args("kim", &id, "W", "msisdn:010-0000-0001", &from, &to));
+        ok(
+            &sb,
+            &create_args("kim", &id, "W", "msisdn:010-0000-0001", &from, &to),
+        );
         ok(&sb, &["request", "approve", "--operator", "lee", &id]);
     }
     ok(&sb, &["audit", "verify"]);

@@ -55,6 +55,7 @@ pub struct RawConfig {
     pub lookup: RawLookup,
     #[serde(default)]
     pub operators: BTreeMap<String, RawRoles>,
+    pub audit: RawAudit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +74,13 @@ pub struct RawLookup {
 pub enum RawRoles {
     List(Vec<String>),
     Text(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub log_file: PathBuf,
+    pub head_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +215,14 @@ pub struct LookupSettings {
     pub operators: BTreeMap<String, std::collections::BTreeSet<Role>>,
 }
 
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The append-only, hash-chained access log.
+    pub log_file: PathBuf,
+    /// Its head (last sequence number and hash), stored apart from it.
+    pub head_file: PathBuf,
+}
+
 /// Checked configuration. Constructed only by [`validate`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -216,6 +232,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub retention: RetentionPolicy,
     pub lookup: LookupSettings,
+    pub audit: AuditSettings,
 }
 
 /// Where the configuration came from.
@@ -362,6 +379,18 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "keys.store_dir",
             &k.store_dir,
         ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "audit.log_file",
+            &raw.audit.log_file,
+        ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "audit.head_file",
+            &raw.audit.head_file,
+        ),
     ] {
         if nested(ap, bp) {
             return Err(ConfigError::Overlap {
@@ -414,6 +443,20 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         g.writer_threads
     };
     let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
+    let a = &raw.audit;
+    if a.log_file.file_name().is_none() || a.head_file.file_name().is_none() {
+        return Err(invalid(
+            "audit.log_file",
+            "log_file and head_file must name files",
+        ));
+    }
+    let dir_of = |p: &Path| absolute(p.parent().unwrap_or(Path::new("")));
+    if dir_of(&a.log_file) == dir_of(&a.head_file) {
+        return Err(invalid(
+            "audit.head_file",
+            "must be in another directory than audit.log_file (the head is what shows a truncated log)",
+        ));
+    }
     let lookup = validate_lookup(&raw)?;
     Ok(Settings {
         storage: StorageSettings {
@@ -451,6 +494,10 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         },
         retention,
         lookup,
+        audit: AuditSettings {
+            log_file: a.log_file.clone(),
+            head_file: a.head_file.clone(),
+        },
     })
 }
 
@@ -619,6 +666,46 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_log_must_live_outside_the_data_and_apart_from_its_head() {
+        let e = with(|t| {
+            *t = t.replace(
+                "log_file = \"cdrvault-audit/access.log\"",
+                "log_file = \"cdrvault-data/access.log\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Overlap {
+                    b: "audit.log_file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = with(|t| {
+            *t = t.replace(
+                "head_file = \"cdrvault-keys/audit-head.json\"",
+                "head_file = \"cdrvault-audit/head.json\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "audit.head_file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let s = with(|_| {}).unwrap();
+        assert_eq!(s.audit.log_file, PathBuf::from("cdrvault-audit/access.log"));
+    }
+
+    #[test]
     fn column_mapping_and_timezone() {
         let s = with(|t| {
             *t = t.replace(
@@ -648,7 +735,10 @@ mod tests {
         })
         .unwrap();
         assert!(s.lookup.dual_control, "dual control is on by default");
-        assert_eq!(s.lookup.operators["kim"].iter().collect::<Vec<_>>(), [&Role::Requester]);
+        assert_eq!(
+            s.lookup.operators["kim"].iter().collect::<Vec<_>>(),
+            [&Role::Requester]
+        );
         assert!(s.lookup.operators["lee"].contains(&Role::Auditor));
         assert!(s.lookup.threads >= 1);
         let e = with(|t| t.push_str("kim = [\"boss\"]\n")).unwrap_err();

@@ -145,8 +145,7 @@ mod tests {
         let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
             .unwrap();
         let vals: Vec<[u8; 16]> = (0..12_000).map(value).collect();
-        let arr =
-            FixedSizeBinaryArray::try_from_iter(vals.iter().map(|v| v.as_slice())).unwrap();
+        let arr = FixedSizeBinaryArray::try_from_iter(vals.iter().map(|v| v.as_slice())).unwrap();
         w.write(&RecordBatch::try_new(schema, vec![Arc::new(arr)]).unwrap())
             .unwrap();
         w.close().unwrap();
@@ -159,10 +158,16 @@ mod tests {
         for rg in 0..meta.num_row_groups() {
             let cc = meta.row_group(rg).column(0);
             let full = Sbbf::read_from_column_chunk(cc, &file).unwrap().unwrap();
-            let bits = Bitset::locate(&file, cc).unwrap().expect("bloom filter found");
-            let rows: Vec<u64> = (rg as u64 * 5_000..((rg as u64 + 1) * 5_000).min(12_000)).collect();
+            let bits = Bitset::locate(&file, cc)
+                .unwrap()
+                .expect("bloom filter found");
+            let rows: Vec<u64> =
+                (rg as u64 * 5_000..((rg as u64 + 1) * 5_000).min(12_000)).collect();
             for &i in &rows {
-                assert!(bits.may_contain(&file, hash(&value(i))).unwrap(), "no false negative");
+                assert!(
+                    bits.may_contain(&file, hash(&value(i))).unwrap(),
+                    "no false negative"
+                );
             }
             for i in 100_000..110_000u64 {
                 let v = value(i);
@@ -173,6 +178,9 @@ mod tests {
             }
         }
         assert_eq!(agree, 30_000);
-        assert!(absent > 29_000, "prunes: {absent} of 30000 absent values rejected");
+        assert!(
+            absent > 29_000,
+            "prunes: {absent} of 30000 absent values rejected"
+        );
     }
 }

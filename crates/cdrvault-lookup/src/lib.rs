@@ -112,13 +112,17 @@ impl Target {
     pub fn parse(kind: &str, value: &str) -> Result<Target, TargetError> {
         let inv = |kind| move |problem| TargetError::Invalid { kind, problem };
         match kind.to_ascii_lowercase().as_str() {
-            "msisdn" | "number" | "phone" => {
-                Msisdn::parse(value).map(Target::Msisdn).map_err(inv("msisdn"))
-            }
+            "msisdn" | "number" | "phone" => Msisdn::parse(value)
+                .map(Target::Msisdn)
+                .map_err(inv("msisdn")),
             "imsi" => Imsi::parse(value).map(Target::Imsi).map_err(inv("imsi")),
             "imei" => Imei::parse(value).map(Target::Imei).map_err(inv("imei")),
             _ => Err(TargetError::UnknownKind {
-                kind: kind.chars().filter(char::is_ascii_alphabetic).take(16).collect(),
+                kind: kind
+                    .chars()
+                    .filter(char::is_ascii_alphabetic)
+                    .take(16)
+                    .collect(),
             }),
         }
     }
@@ -460,7 +464,9 @@ pub fn lookup(
         };
         match result.not_held.last_mut() {
             Some(last)
-                if last.class == *class && last.reason == reason && last.to.succ_opt() == Some(*d) =>
+                if last.class == *class
+                    && last.reason == reason
+                    && last.to.succ_opt() == Some(*d) =>
             {
                 last.to = *d;
             }

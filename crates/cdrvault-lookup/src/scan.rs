@@ -81,7 +81,15 @@ pub(crate) fn partition(
     let mut records = Vec::new();
     for path in cdrvault_store::reader::partition_files(data_dir, part)? {
         stats.files_scanned += 1;
-        file(&path, part, &probes, &pk.data, window, &mut stats, &mut records)?;
+        file(
+            &path,
+            part,
+            &probes,
+            &pk.data,
+            window,
+            &mut stats,
+            &mut records,
+        )?;
     }
     Ok(PartitionOutcome::Scanned { records, stats })
 }
@@ -116,7 +124,9 @@ fn file(
     let f = File::open(path).map_err(io_err(path))?;
     let meta = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new()).map_err(pq(path))?;
     let md = meta.metadata().clone();
-    if md.file_metadata().schema_descr().num_columns() != cdrvault_store::schema::cdr_schema().fields().len() {
+    if md.file_metadata().schema_descr().num_columns()
+        != cdrvault_store::schema::cdr_schema().fields().len()
+    {
         return Err(LookupError::BadFile {
             path: path.to_owned(),
             problem: "unexpected number of columns".into(),

@@ -118,7 +118,10 @@ pub fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
 pub const CATEGORIES: [(&str, &str); 7] = [
     ("가", "date and time of the communication"),
     ("나", "start and end time"),
-    ("다", "caller and callee numbers and subscriber/device identities"),
+    (
+        "다",
+        "caller and callee numbers and subscriber/device identities",
+    ),
     ("라", "usage count"),
     ("마", "internet log records"),
     ("바", "originating cell-site location"),
@@ -183,7 +186,9 @@ pub fn check_request_id(id: &str, country_code: &str) -> Result<(), Refusal> {
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     {
-        return Err(bad("organisation must be 2-16 upper-case letters or digits"));
+        return Err(bad(
+            "organisation must be 2-16 upper-case letters or digits",
+        ));
     }
     let ok_num = (1..=40).contains(&num.len())
         && num.as_bytes()[0].is_ascii_alphanumeric()
@@ -199,7 +204,10 @@ pub fn check_role(settings: &LookupSettings, operator: &str, role: Role) -> Resu
     match settings.operators.get(operator) {
         None => Err(refuse(
             RefusalCode::UnknownOperator,
-            format!("operator {:?} is not configured in [operators]", sanitize(operator)),
+            format!(
+                "operator {:?} is not configured in [operators]",
+                sanitize(operator)
+            ),
         )),
         Some(roles) if !roles.contains(&role) => Err(refuse(
             RefusalCode::WrongRole,
@@ -494,7 +502,10 @@ pub fn check_cancel<'m>(
         Status::Pending | Status::Approved => Ok(r),
         s => Err(refuse(
             RefusalCode::NotPending,
-            format!("request {id} is {} and can no longer be cancelled", s.as_str()),
+            format!(
+                "request {id} is {} and can no longer be cancelled",
+                s.as_str()
+            ),
         )),
     }
 }

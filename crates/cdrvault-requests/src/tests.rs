@@ -72,7 +72,13 @@ fn spec(authority: &str, targets: usize) -> Value {
 fn lifecycle_and_dual_control() {
     let s = settings(true);
     let mut log = Log(Vec::new());
-    log.push("2026-03-01T00:00:00Z", CREATED, "kim", "KR-SPO-1", spec("SPO", 2));
+    log.push(
+        "2026-03-01T00:00:00Z",
+        CREATED,
+        "kim",
+        "KR-SPO-1",
+        spec("SPO", 2),
+    );
     let st = fold(log.views());
     assert_eq!(st["KR-SPO-1"].status, Status::Pending);
     // not approved yet
@@ -85,7 +91,13 @@ fn lifecycle_and_dual_control() {
         check_approve(&s, &st, "kim", "KR-SPO-1").unwrap_err().code,
         RefusalCode::WrongRole
     );
-    log.push("2026-03-01T00:00:01Z", CREATED, "park", "KR-SPO-2", spec("SPO", 1));
+    log.push(
+        "2026-03-01T00:00:01Z",
+        CREATED,
+        "park",
+        "KR-SPO-2",
+        spec("SPO", 1),
+    );
     let st = fold(log.views());
     assert_eq!(
         check_approve(&s, &st, "park", "KR-SPO-2").unwrap_err().code,
@@ -93,11 +105,19 @@ fn lifecycle_and_dual_control() {
     );
     assert!(check_approve(&settings(false), &st, "park", "KR-SPO-2").is_ok());
     assert_eq!(
-        check_approve(&s, &st, "nobody", "KR-SPO-1").unwrap_err().code,
+        check_approve(&s, &st, "nobody", "KR-SPO-1")
+            .unwrap_err()
+            .code,
         RefusalCode::UnknownOperator
     );
     assert!(check_approve(&s, &st, "lee", "KR-SPO-1").is_ok());
-    log.push("2026-03-02T00:00:00Z", APPROVED, "lee", "KR-SPO-1", json!({}));
+    log.push(
+        "2026-03-02T00:00:00Z",
+        APPROVED,
+        "lee",
+        "KR-SPO-1",
+        json!({}),
+    );
     let st = fold(log.views());
     assert_eq!(st["KR-SPO-1"].status, Status::Approved);
     assert_eq!(st["KR-SPO-1"].approved_by.as_deref(), Some("lee"));
@@ -106,7 +126,13 @@ fn lifecycle_and_dual_control() {
         check_execute(&s, &st, "lee", "KR-SPO-1").unwrap_err().code,
         RefusalCode::WrongRole
     );
-    log.push("2026-03-02T00:00:01Z", EXECUTING, "kim", "KR-SPO-1", json!({}));
+    log.push(
+        "2026-03-02T00:00:01Z",
+        EXECUTING,
+        "kim",
+        "KR-SPO-1",
+        json!({}),
+    );
     let st = fold(log.views());
     assert_eq!(
         check_execute(&s, &st, "kim", "KR-SPO-1").unwrap_err().code,
@@ -114,8 +140,20 @@ fn lifecycle_and_dual_control() {
     );
     log.push("2026-03-02T00:00:02Z", FAILED, "kim", "KR-SPO-1", json!({}));
     assert_eq!(fold(log.views())["KR-SPO-1"].status, Status::Approved);
-    log.push("2026-03-02T00:00:03Z", EXECUTING, "kim", "KR-SPO-1", json!({}));
-    log.push("2026-03-02T00:00:04Z", EXECUTED, "kim", "KR-SPO-1", json!({"rows": 7}));
+    log.push(
+        "2026-03-02T00:00:03Z",
+        EXECUTING,
+        "kim",
+        "KR-SPO-1",
+        json!({}),
+    );
+    log.push(
+        "2026-03-02T00:00:04Z",
+        EXECUTED,
+        "kim",
+        "KR-SPO-1",
+        json!({"rows": 7}),
+    );
     let st = fold(log.views());
     assert_eq!(st["KR-SPO-1"].status, Status::Executed);
     assert_eq!(st["KR-SPO-1"].rows_provided, Some(7));
@@ -128,7 +166,13 @@ fn lifecycle_and_dual_control() {
         RefusalCode::NotPending
     );
     assert!(check_cancel(&s, &st, "lee", "KR-SPO-2").is_ok());
-    log.push("2026-03-03T00:00:00Z", CANCELLED, "lee", "KR-SPO-2", json!({}));
+    log.push(
+        "2026-03-03T00:00:00Z",
+        CANCELLED,
+        "lee",
+        "KR-SPO-2",
+        json!({}),
+    );
     let st = fold(log.views());
     assert_eq!(
         check_execute(&s, &st, "park", "KR-SPO-2").unwrap_err().code,
@@ -156,22 +200,64 @@ fn create_checks() {
     };
     assert!(check_create(&s, &p, &st, "kim", &ok).is_ok());
     let code = |c: CreateCheck<'_>, op: &str| check_create(&s, &p, &st, op, &c).unwrap_err().code;
-    assert_eq!(code(CreateCheck { warrant: " ", ..ok }, "kim"), RefusalCode::MissingWarrant);
+    assert_eq!(
+        code(CreateCheck { warrant: " ", ..ok }, "kim"),
+        RefusalCode::MissingWarrant
+    );
     assert_eq!(code(ok, "lee"), RefusalCode::WrongRole);
     assert_eq!(code(ok, "ghost"), RefusalCode::UnknownOperator);
-    assert_eq!(code(CreateCheck { id: "US-SPO-1", ..ok }, "kim"), RefusalCode::BadRequestId);
-    assert_eq!(code(CreateCheck { id: "KR-spo-1", ..ok }, "kim"), RefusalCode::BadRequestId);
     assert_eq!(
-        code(CreateCheck { from: t("2026-07-01T00:00:00Z"), to: t("2026-08-01T00:00:00Z"), ..ok }, "kim"),
+        code(
+            CreateCheck {
+                id: "US-SPO-1",
+                ..ok
+            },
+            "kim"
+        ),
+        RefusalCode::BadRequestId
+    );
+    assert_eq!(
+        code(
+            CreateCheck {
+                id: "KR-spo-1",
+                ..ok
+            },
+            "kim"
+        ),
+        RefusalCode::BadRequestId
+    );
+    assert_eq!(
+        code(
+            CreateCheck {
+                from: t("2026-07-01T00:00:00Z"),
+                to: t("2026-08-01T00:00:00Z"),
+                ..ok
+            },
+            "kim"
+        ),
         RefusalCode::WindowInFuture
     );
     assert_eq!(
-        code(CreateCheck { from: t("2026-05-02T00:00:00Z"), to: t("2026-05-01T00:00:00Z"), ..ok }, "kim"),
+        code(
+            CreateCheck {
+                from: t("2026-05-02T00:00:00Z"),
+                to: t("2026-05-01T00:00:00Z"),
+                ..ok
+            },
+            "kim"
+        ),
         RefusalCode::BadWindow
     );
     // billing keeps 5 years: a window 6 years ago is outside every period
     assert_eq!(
-        code(CreateCheck { from: t("2020-01-01T00:00:00Z"), to: t("2020-02-01T00:00:00Z"), ..ok }, "kim"),
+        code(
+            CreateCheck {
+                from: t("2020-01-01T00:00:00Z"),
+                to: t("2020-02-01T00:00:00Z"),
+                ..ok
+            },
+            "kim"
+        ),
         RefusalCode::OutsideRetention
     );
     // 2 years ago is still held for billing
@@ -180,7 +266,11 @@ fn create_checks() {
         &p,
         &st,
         "kim",
-        &CreateCheck { from: t("2024-06-01T00:00:00Z"), to: t("2024-07-01T00:00:00Z"), ..ok }
+        &CreateCheck {
+            from: t("2024-06-01T00:00:00Z"),
+            to: t("2024-07-01T00:00:00Z"),
+            ..ok
+        }
     )
     .is_ok());
 }
@@ -189,7 +279,10 @@ fn create_checks() {
 fn categories_and_sanitizing() {
     assert_eq!(parse_categories("다, 가,a").unwrap(), ["가", "다"]);
     assert_eq!(parse_categories("all").unwrap().len(), 7);
-    assert_eq!(parse_categories("아").unwrap_err().code, RefusalCode::BadCategory);
+    assert_eq!(
+        parse_categories("아").unwrap_err().code,
+        RefusalCode::BadCategory
+    );
     assert_eq!(sanitize("kim"), "kim");
     assert_eq!(sanitize("01012345678"), "<redacted>");
     assert_eq!(sanitize("a b;c"), "abc");
@@ -198,14 +291,56 @@ fn categories_and_sanitizing() {
 #[test]
 fn semiannual_report_counts_by_authority() {
     let mut log = Log(Vec::new());
-    log.push("2026-01-10T00:00:00Z", CREATED, "kim", "KR-SPO-1", spec("SPO", 2));
-    log.push("2026-01-11T00:00:00Z", APPROVED, "lee", "KR-SPO-1", json!({}));
-    log.push("2026-01-12T00:00:00Z", EXECUTED, "kim", "KR-SPO-1", json!({"rows": 10}));
-    log.push("2026-02-10T00:00:00Z", CREATED, "kim", "KR-KNPA-1", spec("KNPA", 1));
-    log.push("2026-02-11T00:00:00Z", REFUSED, "kim", "-", json!({"code": "missing_warrant", "authority": "KNPA"}));
-    log.push("2026-02-12T00:00:00Z", REFUSED, "kim", "KR-KNPA-1", json!({"code": "not_approved"}));
+    log.push(
+        "2026-01-10T00:00:00Z",
+        CREATED,
+        "kim",
+        "KR-SPO-1",
+        spec("SPO", 2),
+    );
+    log.push(
+        "2026-01-11T00:00:00Z",
+        APPROVED,
+        "lee",
+        "KR-SPO-1",
+        json!({}),
+    );
+    log.push(
+        "2026-01-12T00:00:00Z",
+        EXECUTED,
+        "kim",
+        "KR-SPO-1",
+        json!({"rows": 10}),
+    );
+    log.push(
+        "2026-02-10T00:00:00Z",
+        CREATED,
+        "kim",
+        "KR-KNPA-1",
+        spec("KNPA", 1),
+    );
+    log.push(
+        "2026-02-11T00:00:00Z",
+        REFUSED,
+        "kim",
+        "-",
+        json!({"code": "missing_warrant", "authority": "KNPA"}),
+    );
+    log.push(
+        "2026-02-12T00:00:00Z",
+        REFUSED,
+        "kim",
+        "KR-KNPA-1",
+        json!({"code": "not_approved"}),
+    );
     // 2026-06-30T16:00Z is 2026-07-01 01:00 KST: second half
-    log.push("2026-06-30T16:00:00Z", EXECUTED, "kim", "KR-KNPA-1", json!({"rows": 3}));
+    log.push(
+        "2026-06-30T16:00:00Z",
+        EXECUTED,
+        "kim",
+        "KR-KNPA-1",
+        json!({"rows": 3}),
+    );
     let views = log.views();
     let r = HalfReport::build("2026-H1", views.iter().copied()).unwrap();
     assert_eq!(r.total.requests_received, 2);
@@ -213,8 +348,15 @@ fn semiannual_report_counts_by_authority() {
     assert_eq!(r.total.targets, 2);
     assert_eq!(r.total.records_provided, 10);
     assert_eq!(r.total.refusals, 2);
-    let knpa = r.by_authority.iter().find(|l| l.authority == "KNPA").unwrap();
-    assert_eq!((knpa.requests_received, knpa.refusals, knpa.records_provided), (1, 2, 0));
+    let knpa = r
+        .by_authority
+        .iter()
+        .find(|l| l.authority == "KNPA")
+        .unwrap();
+    assert_eq!(
+        (knpa.requests_received, knpa.refusals, knpa.records_provided),
+        (1, 2, 0)
+    );
     assert_eq!(r.refusals_by_reason["missing_warrant"], 1);
     let h2 = HalfReport::build("2026-H2", views.iter().copied()).unwrap();
     assert_eq!(h2.total.records_provided, 3);

@@ -20,7 +20,9 @@ use anyhow::{anyhow, Context};
 use cdrvault_audit::{AuditError, AuditLog, Entry, Event};
 use cdrvault_config::{Role, Settings};
 use cdrvault_lookup::{FoundRecord, LookupResult, MatchedAs, Target, Window};
-use cdrvault_requests::{self as rq, EntryView, Refusal, RefusalCode, Request, RequestSpec, SealedTarget};
+use cdrvault_requests::{
+    self as rq, EntryView, Refusal, RefusalCode, Request, RequestSpec, SealedTarget,
+};
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -169,7 +171,14 @@ fn audit_failed(e: AuditError) -> CliError {
 }
 
 /// Logs a refusal and turns it into the command's error.
-fn refused(audit: &AuditLog, action: &str, actor: &str, subject: &str, r: Refusal, authority: Option<&str>) -> CliError {
+fn refused(
+    audit: &AuditLog,
+    action: &str,
+    actor: &str,
+    subject: &str,
+    r: Refusal,
+    authority: Option<&str>,
+) -> CliError {
     let ev = Event {
         kind: rq::REFUSED.into(),
         actor: rq::sanitize(actor),
@@ -196,7 +205,14 @@ fn subject_of(id: &str) -> String {
     }
 }
 
-fn decided<T>(audit: &AuditLog, action: &str, actor: &str, subject: &str, authority: Option<&str>, r: Result<(Entry, T), Denied>) -> Result<(Entry, T), CliError> {
+fn decided<T>(
+    audit: &AuditLog,
+    action: &str,
+    actor: &str,
+    subject: &str,
+    authority: Option<&str>,
+    r: Result<(Entry, T), Denied>,
+) -> Result<(Entry, T), CliError> {
     match r {
         Ok(v) => Ok(v),
         Err(Denied::Audit(e)) => Err(audit_failed(e)),
@@ -207,7 +223,11 @@ fn decided<T>(audit: &AuditLog, action: &str, actor: &str, subject: &str, author
 /// `YYYY-MM-DD` (KST day; `end` = through the end of that day) or RFC 3339.
 fn parse_time(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = s.parse::<NaiveDate>() {
-        let d = if end { d.succ_opt().ok_or("date out of range")? } else { d };
+        let d = if end {
+            d.succ_opt().ok_or("date out of range")?
+        } else {
+            d
+        };
         return Ok(cdrvault_retention::kst_midnight(d));
     }
     DateTime::parse_from_rfc3339(s)
@@ -235,9 +255,9 @@ pub fn run(settings: &Settings, cmd: RequestCommand) -> Result<(), CliError> {
         RequestCommand::Show { id, format } => {
             let entries = audit.entries().map_err(audit_failed)?;
             let state = rq::fold(views(&entries));
-            let r = state
-                .get(&id)
-                .ok_or_else(|| CliError::new(Code::Input, anyhow!("no request {:?}", rq::sanitize(&id))))?;
+            let r = state.get(&id).ok_or_else(|| {
+                CliError::new(Code::Input, anyhow!("no request {:?}", rq::sanitize(&id)))
+            })?;
             print_requests(&[r], format);
             Ok(())
         }
@@ -291,7 +311,11 @@ fn request_json(r: &Request) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.insert(
             "targets".into(),
-            r.spec.targets.iter().map(|t| json!({"kind": t.kind})).collect(),
+            r.spec
+                .targets
+                .iter()
+                .map(|t| json!({"kind": t.kind}))
+                .collect(),
         );
     }
     v
@@ -316,11 +340,19 @@ fn create(settings: &Settings, audit: &AuditLog, a: CreateArgs) -> Result<(), Cl
                 )
             })?;
             let target = Target::parse(kind, value).map_err(|e| {
-                rq::refuse(RefusalCode::MalformedTarget, format!("target {}: {e}", i + 1))
+                rq::refuse(
+                    RefusalCode::MalformedTarget,
+                    format!("target {}: {e}", i + 1),
+                )
             })?;
             let s = audit
                 .seal_text(rq::TARGET_PURPOSE, target.expose())
-                .map_err(|e| rq::refuse(RefusalCode::MalformedTarget, format!("cannot seal target: {e}")))?;
+                .map_err(|e| {
+                    rq::refuse(
+                        RefusalCode::MalformedTarget,
+                        format!("cannot seal target: {e}"),
+                    )
+                })?;
             sealed.push(SealedTarget {
                 kind: target.kind().into(),
                 sealed: s,
@@ -432,10 +464,18 @@ fn cancel(settings: &Settings, audit: &AuditLog, a: CancelArgs) -> Result<(), Cl
 fn purged_partitions(entries: &[Entry]) -> BTreeSet<(String, NaiveDate)> {
     let mut out = BTreeSet::new();
     for e in entries.iter().filter(|e| e.kind == "purge.started") {
-        for p in e.data.get("partitions").and_then(Value::as_array).into_iter().flatten() {
+        for p in e
+            .data
+            .get("partitions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let (Some(c), Some(d)) = (
                 p.get("class").and_then(Value::as_str),
-                p.get("date").and_then(Value::as_str).and_then(|d| d.parse().ok()),
+                p.get("date")
+                    .and_then(Value::as_str)
+                    .and_then(|d| d.parse().ok()),
             ) {
                 out.insert((c.to_owned(), d));
             }
@@ -509,9 +549,11 @@ fn execute(settings: &Settings, audit: &AuditLog, a: ExecuteArgs) -> Result<(), 
                             n.from,
                             n.to,
                             match n.reason {
-                                cdrvault_lookup::NotHeldReason::BeyondRetention => "beyond its retention period",
+                                cdrvault_lookup::NotHeldReason::BeyondRetention =>
+                                    "beyond its retention period",
                                 cdrvault_lookup::NotHeldReason::Purged => "purged",
-                                cdrvault_lookup::NotHeldReason::NeverHeld => "before the first data held",
+                                cdrvault_lookup::NotHeldReason::NeverHeld =>
+                                    "before the first data held",
                             }
                         );
                     }
@@ -530,7 +572,10 @@ fn execute(settings: &Settings, audit: &AuditLog, a: ExecuteArgs) -> Result<(), 
                 subject: a.id.clone(),
                 data: json!({"error": msg}),
             }) {
-                return Err(CliError::new(e.code, anyhow!("{msg}; and the failure could not be logged: {le}")));
+                return Err(CliError::new(
+                    e.code,
+                    anyhow!("{msg}; and the failure could not be logged: {le}"),
+                ));
             }
             Err(e)
         }
@@ -551,7 +596,12 @@ fn run_lookup(
     for t in &req.spec.targets {
         let v = audit
             .open_text(rq::TARGET_PURPOSE, &t.sealed)
-            .map_err(|e| CliError::new(Code::Keys, anyhow!("cannot decrypt a target of the request: {e}")))?;
+            .map_err(|e| {
+                CliError::new(
+                    Code::Keys,
+                    anyhow!("cannot decrypt a target of the request: {e}"),
+                )
+            })?;
         targets.push(Target::parse(&t.kind, &v).or_exit(Code::Failure)?);
     }
     let window = Window::new(req.spec.from, req.spec.to).or_exit(Code::Input)?;
@@ -561,8 +611,10 @@ fn run_lookup(
     let bar = (progress && output::stderr_is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} partitions")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} partitions",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
@@ -608,7 +660,14 @@ fn kst(us: i64) -> String {
 /// the matched columns are always included).
 fn columns(categories: &[String]) -> Vec<&'static str> {
     let has = |c: &str| categories.iter().any(|x| x == c);
-    let mut cols = vec!["record_id", "class", "date", "record_type", "service", "matched"];
+    let mut cols = vec![
+        "record_id",
+        "class",
+        "date",
+        "record_type",
+        "service",
+        "matched",
+    ];
     if has("가") || has("나") {
         cols.push("start_time");
     }
@@ -749,10 +808,15 @@ pub fn report(settings: &Settings, a: ReportArgs) -> Result<(), CliError> {
     }
     let entries = audit.entries().map_err(audit_failed)?;
     let rep = rq::HalfReport::build(&a.half, views(&entries)).ok_or_else(|| {
-        CliError::new(Code::Input, anyhow!("--half {:?} is not like 2026-H1 or 2026-H2", a.half))
+        CliError::new(
+            Code::Input,
+            anyhow!("--half {:?} is not like 2026-H1 or 2026-H2", a.half),
+        )
     })?;
     match a.format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default()),
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default())
+        }
         OutputFormat::Text => {
             println!(
                 "통신사실확인자료 제공 현황 {} ({} .. {}), 통신비밀보호법 제13조⑧",
@@ -765,7 +829,12 @@ pub fn report(settings: &Settings, a: ReportArgs) -> Result<(), CliError> {
             for l in rep.by_authority.iter().chain(std::iter::once(&rep.total)) {
                 println!(
                     "{:<40} {:>9} {:>9} {:>8} {:>10} {:>9}",
-                    l.authority, l.requests_received, l.requests_executed, l.targets, l.records_provided, l.refusals
+                    l.authority,
+                    l.requests_received,
+                    l.requests_executed,
+                    l.targets,
+                    l.records_provided,
+                    l.refusals
                 );
             }
             for (code, n) in &rep.refusals_by_reason {
