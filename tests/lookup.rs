@@ -793,7 +793,12 @@ fn every_kind_of_tampering_is_detected_by_audit_verify() {
     for (what, bytes) in cases {
         std::fs::write(&log, &bytes).unwrap();
         let o = run(&sb, &["audit", "verify"]);
-        assert_eq!(o.status.code(), Some(6), "{what} not detected: {}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(
+            o.status.code(),
+            Some(6),
+            "{what} not detected: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
     std::fs::write(&log, &pristine).unwrap();
     ok(&sb, &["audit", "verify"]);

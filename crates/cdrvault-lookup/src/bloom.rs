@@ -28,6 +28,11 @@ const SALT: [u32; 8] = [
     0x5c6b_fb31,
 ];
 
+/// Largest size of a compact-thrift `BloomFilterHeader`: field 1 (header
+/// byte + 5-byte varint), three single-member unions of empty structs
+/// (4 bytes each), stop byte.
+const MAX_HEADER: u64 = 19;
+
 /// xxHash64 with seed 0 of the value's plain encoding (for a
 /// FIXED_LEN_BYTE_ARRAY: its bytes), as the bloom filter spec requires.
 pub fn hash(value: &[u8]) -> u64 {
@@ -84,11 +89,23 @@ impl Bitset {
         let (Ok(off), Ok(len)) = (u64::try_from(off), u64::try_from(len)) else {
             return Ok(None);
         };
-        let mut head = [0u8; 8];
-        let n = (len as usize).min(head.len());
-        file.read_exact_at(&mut head[..n], off)?;
-        let Some(num_bytes) = header_num_bytes(&head[..n]) else {
-            return Ok(None);
+        // The header is a thrift struct of at most 19 bytes (four fields,
+        // the first an i32 varint); the bitset is a power of two of at least
+        // 32 bytes (arrow-rs and parquet-mr round up, and folding halves).
+        // Then `len - floor_pow2(len)` is exactly the header length, and the
+        // header need not be read. Any other layout gives a difference of at
+        // least 32: read and parse the header instead.
+        let pow2 = 1u64 << (63 - len.leading_zeros());
+        let num_bytes = if len > 32 && len - pow2 <= MAX_HEADER {
+            pow2
+        } else {
+            let mut head = [0u8; 8];
+            let n = (len as usize).min(head.len());
+            file.read_exact_at(&mut head[..n], off)?;
+            match header_num_bytes(&head[..n]) {
+                Some(n) => n,
+                None => return Ok(None),
+            }
         };
         if num_bytes == 0 || num_bytes % 32 != 0 || num_bytes >= len || len - num_bytes > 64 {
             return Ok(None);

@@ -17,6 +17,8 @@ use parquet::arrow::arrow_reader::{
     RowSelector,
 };
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::{PageIndexPolicy, ParquetStatisticsPolicy};
+use std::os::unix::fs::FileExt;
 
 use crate::bloom::{self, Bitset};
 use crate::{io_err, FoundRecord, LookupError, LookupStats, MatchedAs, Target, Window};
@@ -122,7 +124,16 @@ fn file(
     out: &mut Vec<FoundRecord>,
 ) -> Result<(), LookupError> {
     let f = File::open(path).map_err(io_err(path))?;
-    let meta = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new()).map_err(pq(path))?;
+    // Statistics are useless on random pseudonyms and ciphertext: skip
+    // decoding them (most of the footer's parse time).
+    let options = || {
+        ArrowReaderOptions::new()
+            .with_skip_arrow_metadata(true)
+            .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll)
+    };
+    let meta = ArrowReaderMetadata::load(&f, options()).map_err(pq(path))?;
     let md = meta.metadata().clone();
     if md.file_metadata().schema_descr().num_columns()
         != cdrvault_store::schema::cdr_schema().fields().len()
@@ -159,6 +170,42 @@ fn file(
         return Ok(());
     }
     stats.row_groups_read += candidates.len() as u64;
+
+    // 1b. Bloom filters have false positives. The pseudonym columns are
+    // uncompressed and PLAIN-encoded, so a stored pseudonym appears verbatim
+    // in its column chunk's bytes: a chunk without the 16 bytes cannot match
+    // (16 random bytes turn up by chance in page headers or levels with
+    // probability ~2^-128). One positioned read per chunk, no decoding.
+    let mut buf = Vec::new();
+    let mut confirmed = Vec::with_capacity(candidates.len());
+    for &rg in &candidates {
+        let rgm = md.row_group(rg);
+        let mut found = false;
+        for p in probes {
+            let cc = rgm.column(p.column);
+            if cc.compression() != parquet::basic::Compression::UNCOMPRESSED {
+                found = true;
+                break;
+            }
+            let (start, len) = cc.byte_range();
+            buf.resize(len as usize, 0);
+            f.read_exact_at(&mut buf, start).map_err(io_err(path))?;
+            if p.values
+                .iter()
+                .any(|(_, ps, _)| memchr::memmem::find(&buf, ps).is_some())
+            {
+                found = true;
+                break;
+            }
+        }
+        if found {
+            confirmed.push(rg);
+        }
+    }
+    let candidates = confirmed;
+    if candidates.is_empty() {
+        return Ok(());
+    }
 
     // 2. Pseudonym columns of the candidates: which rows match.
     let schema = md.file_metadata().schema_descr();
@@ -258,6 +305,13 @@ fn file(
         col::SEAL_CTX,
         col::SEALED,
     ];
+    // The offset index lets the reader fetch only the pages holding the
+    // selected rows (a row group's `sealed` chunk is megabytes).
+    let meta = ArrowReaderMetadata::load(
+        &f,
+        options().with_offset_index_policy(PageIndexPolicy::Optional),
+    )
+    .map_err(pq(path))?;
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta)
         .with_row_groups(kept_rgs)
         .with_row_selection(RowSelection::from(selectors))
