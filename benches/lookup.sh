@@ -89,7 +89,7 @@ done
 CDR_MS=$($PY -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "${times[@]}")
 ROWS=$($PY -c "import json; d=json.load(open('$WORK/execute-5.json')); print(d['rows'], d['stats'])")
 
-cargo run --release -q --example pseudonyms -- "$WORK/keys" "$WORK/master.key" "$TARGET" "$FROM" "$TO" > "$WORK/pseudonyms.txt"
+cargo run --release -q -p cdrvault-e2e --example pseudonyms -- "$WORK/keys" "$WORK/master.key" "$TARGET" "$FROM" "$TO" > "$WORK/pseudonyms.txt"
 DUCK=$($PY - "$WORK" "$FROM" "$TO" <<'PYEOF'
 import sys, time, duckdb
 work, d_from, d_to = sys.argv[1:4]

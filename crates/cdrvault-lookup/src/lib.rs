@@ -12,9 +12,11 @@
 //!    pseudonym columns' split-block bloom filters are probed with two
 //!    positioned reads each ([`bloom`]); a row group all probes reject is
 //!    never read.
-//! 4. **Pseudonym columns first.** Surviving row groups are read with only
-//!    the searched pseudonym columns (uncompressed, fixed width); matching
-//!    rows become a row selection.
+//! 4. **Pseudonym columns first.** The raw bytes of the surviving row
+//!    groups' pseudonym column chunks (uncompressed, PLAIN) are searched for
+//!    the 16-byte pseudonym, which drops bloom false positives without
+//!    decoding; the rest are decoded with only the searched pseudonym
+//!    columns; matching rows become a row selection.
 //! 5. **Decrypt only matches.** The clear columns and `sealed` are read for
 //!    the selected rows only, and only those rows are opened.
 //! 6. Partitions are processed in parallel.

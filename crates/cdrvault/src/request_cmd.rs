@@ -327,39 +327,7 @@ fn create(settings: &Settings, audit: &AuditLog, a: CreateArgs) -> Result<(), Cl
     // Everything that needs no log state, checked first; a failure is
     // reported after the operator and id checks, in one refusal.
     let times = parse_time(&a.from, false).and_then(|f| Ok((f, parse_time(&a.to, true)?)));
-    let pre: Result<(Vec<SealedTarget>, Vec<String>), Refusal> = (|| {
-        if a.targets.is_empty() {
-            return Err(rq::refuse(RefusalCode::NoTargets, "no --target given"));
-        }
-        let mut sealed = Vec::new();
-        for (i, t) in a.targets.iter().enumerate() {
-            let (kind, value) = t.split_once(':').ok_or_else(|| {
-                rq::refuse(
-                    RefusalCode::MalformedTarget,
-                    format!("target {} is not KIND:VALUE (msisdn, imsi or imei)", i + 1),
-                )
-            })?;
-            let target = Target::parse(kind, value).map_err(|e| {
-                rq::refuse(
-                    RefusalCode::MalformedTarget,
-                    format!("target {}: {e}", i + 1),
-                )
-            })?;
-            let s = audit
-                .seal_text(rq::TARGET_PURPOSE, target.expose())
-                .map_err(|e| {
-                    rq::refuse(
-                        RefusalCode::MalformedTarget,
-                        format!("cannot seal target: {e}"),
-                    )
-                })?;
-            sealed.push(SealedTarget {
-                kind: target.kind().into(),
-                sealed: s,
-            });
-        }
-        Ok((sealed, rq::parse_categories(&a.categories)?))
-    })();
+    let pre = seal_targets(audit, &a.targets, &a.categories);
     let result = audit.append_checked(|entries| {
         let state = rq::fold(views(entries));
         let (from, to) = times
@@ -418,6 +386,46 @@ fn create(settings: &Settings, audit: &AuditLog, a: CreateArgs) -> Result<(), Cl
         ),
     }
     Ok(())
+}
+
+/// Parses and seals the targets, parses the categories: the checks of
+/// `request create` that need no log state.
+fn seal_targets(
+    audit: &AuditLog,
+    targets: &[String],
+    categories: &str,
+) -> Result<(Vec<SealedTarget>, Vec<String>), Refusal> {
+    if targets.is_empty() {
+        return Err(rq::refuse(RefusalCode::NoTargets, "no --target given"));
+    }
+    let mut sealed = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let (kind, value) = t.split_once(':').ok_or_else(|| {
+            rq::refuse(
+                RefusalCode::MalformedTarget,
+                format!("target {} is not KIND:VALUE (msisdn, imsi or imei)", i + 1),
+            )
+        })?;
+        let target = Target::parse(kind, value).map_err(|e| {
+            rq::refuse(
+                RefusalCode::MalformedTarget,
+                format!("target {}: {e}", i + 1),
+            )
+        })?;
+        let s = audit
+            .seal_text(rq::TARGET_PURPOSE, target.expose())
+            .map_err(|e| {
+                rq::refuse(
+                    RefusalCode::MalformedTarget,
+                    format!("cannot seal target: {e}"),
+                )
+            })?;
+        sealed.push(SealedTarget {
+            kind: target.kind().into(),
+            sealed: s,
+        });
+    }
+    Ok((sealed, rq::parse_categories(categories)?))
 }
 
 fn approve(settings: &Settings, audit: &AuditLog, a: ActArgs) -> Result<(), CliError> {
@@ -531,7 +539,9 @@ fn execute(settings: &Settings, audit: &AuditLog, a: ExecuteArgs) -> Result<(), 
                     let mut v = data;
                     v["request_id"] = a.id.clone().into();
                     v["elapsed_ms"] = elapsed_ms.into();
-                    v.as_object_mut().map(|o| o.remove("partitions_scanned"));
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("partitions_scanned");
+                    }
                     println!("{v}");
                 }
                 OutputFormat::Text => {
