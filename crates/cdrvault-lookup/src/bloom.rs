@@ -156,7 +156,7 @@ mod tests {
         let props = WriterProperties::builder()
             .set_bloom_filter_enabled(true)
             .set_bloom_filter_fpp(0.01)
-            .set_bloom_filter_ndv(20_000)
+            .set_bloom_filter_max_ndv(20_000)
             .set_max_row_group_row_count(Some(5_000))
             .build();
         let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
