@@ -96,3 +96,6 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
     let path = path.into();
     move |source| PurgeError::Io { path, source }
 }
+
+#[cfg(test)]
+mod tests;
