@@ -57,7 +57,7 @@ pub struct Preserved {
     pub written_now: bool,
 }
 
-fn column<'a, T: 'static>(b: &'a RecordBatch, i: usize) -> Result<&'a T, PurgeError> {
+fn column<T: 'static>(b: &RecordBatch, i: usize) -> Result<&T, PurgeError> {
     b.column(i)
         .as_any()
         .downcast_ref::<T>()
