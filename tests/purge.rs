@@ -462,7 +462,7 @@ fn held_records_survive_the_purge_and_go_after_release() {
         "hold list never shows the number"
     );
     // the log holds the number only sealed
-    for f in files_under(&sb.path("cdrvault-audit")) {
+    for f in files_under(sb.audit_log().parent().unwrap()) {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
         assert!(
             !text.contains(&number[3..]),

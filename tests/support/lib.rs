@@ -66,6 +66,12 @@ impl Sandbox {
     pub fn dead_letter_dir(&self) -> PathBuf {
         self.path("deadletter")
     }
+    pub fn audit_log(&self) -> PathBuf {
+        self.path("audit/access.log")
+    }
+    pub fn audit_head(&self) -> PathBuf {
+        self.keys_dir().join("audit-head.json")
+    }
 
     /// A `cdrvault` command configured for this sandbox through
     /// `CDRVAULT__*` environment overrides of the embedded defaults.
@@ -78,7 +84,9 @@ impl Sandbox {
             .env("CDRVAULT__STORAGE__DATA_DIR", self.data_dir())
             .env("CDRVAULT__KEYS__STORE_DIR", self.keys_dir())
             .env("CDRVAULT__KEYS__MASTER_KEY_FILE", self.master_key())
-            .env("CDRVAULT__INGEST__DEAD_LETTER_DIR", self.dead_letter_dir());
+            .env("CDRVAULT__INGEST__DEAD_LETTER_DIR", self.dead_letter_dir())
+            .env("CDRVAULT__AUDIT__LOG_FILE", self.audit_log())
+            .env("CDRVAULT__AUDIT__HEAD_FILE", self.audit_head());
         c
     }
 

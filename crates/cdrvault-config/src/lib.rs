@@ -54,6 +54,7 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub purge: RawPurge,
+    pub audit: RawAudit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +84,13 @@ impl Default for RawPurge {
             interval: default_purge_interval(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub log_file: PathBuf,
+    pub head_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +229,14 @@ pub fn parse_interval(s: &str) -> Result<Option<std::time::Duration>, ConfigErro
     Ok(Some(std::time::Duration::from_secs(secs)))
 }
 
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The append-only, hash-chained access log.
+    pub log_file: PathBuf,
+    /// Its head (last sequence number and hash), stored apart from it.
+    pub head_file: PathBuf,
+}
+
 /// Checked configuration. Constructed only by [`validate`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -230,6 +246,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub retention: RetentionPolicy,
     pub purge: PurgeSettings,
+    pub audit: AuditSettings,
 }
 
 /// Where the configuration came from.
@@ -376,6 +393,18 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "keys.store_dir",
             &k.store_dir,
         ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "audit.log_file",
+            &raw.audit.log_file,
+        ),
+        (
+            "storage.data_dir",
+            &s.data_dir,
+            "audit.head_file",
+            &raw.audit.head_file,
+        ),
     ] {
         if nested(ap, bp) {
             return Err(ConfigError::Overlap {
@@ -443,6 +472,20 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         operator: p.operator.trim().to_owned(),
         interval: parse_interval(&p.interval)?,
     };
+    let a = &raw.audit;
+    if a.log_file.file_name().is_none() || a.head_file.file_name().is_none() {
+        return Err(invalid(
+            "audit.log_file",
+            "log_file and head_file must name files",
+        ));
+    }
+    let dir_of = |p: &Path| absolute(p.parent().unwrap_or(Path::new("")));
+    if dir_of(&a.log_file) == dir_of(&a.head_file) {
+        return Err(invalid(
+            "audit.head_file",
+            "must be in another directory than audit.log_file (the head is what shows a truncated log)",
+        ));
+    }
     Ok(Settings {
         storage: StorageSettings {
             data_dir: s.data_dir.clone(),
@@ -479,6 +522,10 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         },
         retention,
         purge,
+        audit: AuditSettings {
+            log_file: a.log_file.clone(),
+            head_file: a.head_file.clone(),
+        },
     })
 }
 
@@ -579,6 +626,46 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, ConfigError::Overlap { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_audit_log_must_live_outside_the_data_and_apart_from_its_head() {
+        let e = with(|t| {
+            *t = t.replace(
+                "log_file = \"cdrvault-audit/access.log\"",
+                "log_file = \"cdrvault-data/access.log\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Overlap {
+                    b: "audit.log_file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = with(|t| {
+            *t = t.replace(
+                "head_file = \"cdrvault-keys/audit-head.json\"",
+                "head_file = \"cdrvault-audit/head.json\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "audit.head_file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let s = with(|_| {}).unwrap();
+        assert_eq!(s.audit.log_file, PathBuf::from("cdrvault-audit/access.log"));
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl MasterKey {
         Aes256Gcm::new((&self.bytes).into())
     }
 
-    fn wrap_raw(&self, label: &[u8], key: &[u8; KEY_LEN], aad: &[u8]) -> WrappedKey {
+    pub(crate) fn wrap_raw(&self, label: &[u8], key: &[u8; KEY_LEN], aad: &[u8]) -> WrappedKey {
         let nonce = random_array::<12>();
         let full_aad = wrap_aad(label, aad);
         let mut buf = Vec::with_capacity(KEY_LEN + 16);
@@ -216,7 +216,7 @@ impl MasterKey {
         }
     }
 
-    fn unwrap_raw(
+    pub(crate) fn unwrap_raw(
         &self,
         label: &[u8],
         w: &WrappedKey,

@@ -142,12 +142,14 @@
 //! the prepared HMAC states of a [`Pseudonymizer`] (RustCrypto `aes` 0.8 /
 //! `sha2` 0.10 without their zeroize features) are not wiped on drop.
 
+mod audit;
 mod blob;
 mod error;
 mod keys;
 mod pseudonym;
 mod seal;
 
+pub use audit::AuditKey;
 pub use blob::{Identifiers, BLOB_VERSION};
 pub use error::CryptoError;
 pub use keys::{DataKey, KeyId, MasterKey, PseudonymKey, WrappedKey, KEY_LEN};

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cdrvault_crypto::{DataKey, KeyId, MasterKey, PseudonymKey, WrappedKey};
+use cdrvault_crypto::{AuditKey, DataKey, KeyId, MasterKey, PseudonymKey, WrappedKey};
 use chrono::{DateTime, NaiveDate, Utc};
 use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,33 @@ const FORMAT: u32 = 1;
 const STORE_FILE: &str = "store.json";
 const LOCK_FILE: &str = ".lock";
 const PERIODS_DIR: &str = "periods";
+const AUDIT_FILE: &str = "audit.json";
+const AUDIT_AAD: &[u8] = b"cdrvault/v1|audit|1";
+
+/// The access log's key, wrapped. Never destroyed by a purge: the log
+/// outlives the data it records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AuditFile {
+    format: u32,
+    master_key_id: KeyId,
+    created_at: DateTime<Utc>,
+    key: WrappedKey,
+}
+
+fn read_audit_file(dir: &Path) -> Result<Option<AuditFile>, KeyStoreError> {
+    let path = dir.join(AUDIT_FILE);
+    let Some(bytes) = fsutil::read_optional(&path)? else {
+        return Ok(None);
+    };
+    let af: AuditFile = serde_json::from_slice(&bytes).map_err(|e| json_err(&path, &e))?;
+    if af.format != FORMAT {
+        return Err(KeyStoreError::UnsupportedFormat {
+            path,
+            format: af.format,
+        });
+    }
+    Ok(Some(af))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoreFile {
@@ -367,6 +394,17 @@ fn rotate_locked(
         remove_temps(cdir)?;
         rewrapped += 1;
     }
+    if let Some(mut af) = read_audit_file(dir)? {
+        if af.master_key_id == old_id {
+            let path = dir.join(AUDIT_FILE);
+            let key = old
+                .unwrap_audit_key(&af.key, AUDIT_AAD)
+                .map_err(|_| KeyStoreError::UnwrapFailed { path })?;
+            af.key = new.wrap_audit_key(&key, AUDIT_AAD);
+            af.master_key_id = new_id;
+            fsutil::atomic_replace(dir, AUDIT_FILE, &to_json(&af))?;
+        }
+    }
     remove_temps(dir)?;
     // Phase 3: the rotation is complete.
     let done = StoreFile {
@@ -664,6 +702,49 @@ impl KeyStore {
             return Ok(Some(k));
         }
         Ok(self.load(class, date)?.map(|k| self.remember(k)))
+    }
+
+    /// The access log's key, created on first use (race-free like
+    /// [`period_keys`](Self::period_keys)). Not a period key: rotation
+    /// re-wraps it, [`destroy_period`](Self::destroy_period) never touches it.
+    pub fn audit_key(&self) -> Result<AuditKey, KeyStoreError> {
+        if let Some(k) = self.load_audit()? {
+            return Ok(k);
+        }
+        let _lock = lock(&self.dir, false)?;
+        self.check_store_current(&read_store_file(&self.dir)?)?;
+        let key = AuditKey::generate();
+        let af = AuditFile {
+            format: FORMAT,
+            master_key_id: self.master_id,
+            created_at: Utc::now(),
+            key: self.master.wrap_audit_key(&key, AUDIT_AAD),
+        };
+        if fsutil::create_exclusive(&self.dir, AUDIT_FILE, &to_json(&af))? {
+            return Ok(key);
+        }
+        self.load_audit()?.ok_or_else(|| KeyStoreError::Corrupt {
+            path: self.dir.join(AUDIT_FILE),
+            reason: "vanished right after a concurrent creation".into(),
+        })
+    }
+
+    fn load_audit(&self) -> Result<Option<AuditKey>, KeyStoreError> {
+        let Some(af) = read_audit_file(&self.dir)? else {
+            return Ok(None);
+        };
+        let path = self.dir.join(AUDIT_FILE);
+        if af.master_key_id != self.master_id {
+            return Err(KeyStoreError::ForeignMasterKey {
+                path,
+                file_master_id: af.master_key_id,
+                our_master_id: self.master_id,
+            });
+        }
+        self.master
+            .unwrap_audit_key(&af.key, AUDIT_AAD)
+            .map(Some)
+            .map_err(|_| KeyStoreError::UnwrapFailed { path })
     }
 
     /// Every period that has keys, sorted by class and date. No key material.

@@ -568,3 +568,33 @@ fn destroy_shreds_leftover_temporaries() {
     assert!(ks.destroy_period("mobile", day(1)).unwrap());
     assert!(!orphan.exists());
 }
+
+#[test]
+fn audit_key_is_stable_survives_rotation_and_purges_and_needs_the_master() {
+    let t = tempfile::tempdir().unwrap();
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let mut ks = KeyStore::init(t.path(), &old).unwrap();
+    let tag = ks.audit_key().unwrap().tag(b"entry");
+    // Same key on a second call and from a second handle.
+    assert_eq!(ks.audit_key().unwrap().tag(b"entry"), tag);
+    let other = KeyStore::open(t.path(), old.clone()).unwrap();
+    assert_eq!(other.audit_key().unwrap().tag(b"entry"), tag);
+    // Destroying every period leaves the audit key alone.
+    make_periods(&ks);
+    for i in ks.list().unwrap() {
+        ks.destroy_period(&i.class, i.date).unwrap();
+    }
+    assert_eq!(ks.audit_key().unwrap().tag(b"entry"), tag);
+    // Rotation re-wraps it; the old master can no longer read it.
+    ks.rotate_master(new.clone()).unwrap();
+    assert_eq!(ks.audit_key().unwrap().tag(b"entry"), tag);
+    let reopened = KeyStore::open(t.path(), new).unwrap();
+    assert_eq!(reopened.audit_key().unwrap().tag(b"entry"), tag);
+    assert!(matches!(
+        other.audit_key(),
+        Err(KeyStoreError::ForeignMasterKey { .. })
+    ));
+    let raw = fs::read_to_string(t.path().join("audit.json")).unwrap();
+    assert!(raw.contains("\"key\""), "{raw}");
+}

@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 configuration error,
-4 key error (missing or wrong master key, key store), 5 input error.
+4 key error (missing or wrong master key, key store), 5 input error,
+6 integrity check failed (the access log was tampered with).
 
 Configuration: --config FILE (or CDRVAULT_CONFIG); without it the embedded
 defaults apply (`cdrvault config default` prints them). Any key can be
@@ -72,6 +73,51 @@ pub enum Command {
     Hold(crate::hold_cmd::HoldCommand),
     /// Check that partition files (e.g. a backup copy) can no longer be decrypted or re-identified.
     VerifyErasure(crate::purge_cmd::VerifyErasureArgs),
+    /// The tamper-evident access log: verify it, export it for the monthly review, show entries.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every entry's hash, MAC, sequence and link, and the head; exit 6 on any problem.
+    Verify {
+        /// Check the chain and head only (for an auditor without the master key; MACs unchecked).
+        #[arg(long)]
+        without_key: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Export the entries of a period (KST dates, inclusive) for the monthly access-log review.
+    Export {
+        /// First day (YYYY-MM-DD, Asia/Seoul).
+        #[arg(long)]
+        from: String,
+        /// Last day (YYYY-MM-DD, Asia/Seoul), inclusive.
+        #[arg(long)]
+        to: String,
+        /// `jsonl`: the stored lines verbatim (verifiable); `csv`: one row per entry.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Output file (created with mode 0600; default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Show entries, optionally of one kind (e.g. `purge.completed`) or subject.
+    Show {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Debug, Args)]

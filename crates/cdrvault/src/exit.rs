@@ -10,6 +10,8 @@ pub enum Code {
     Config = 3,
     Keys = 4,
     Input = 5,
+    /// An integrity check failed (`audit verify` found tampering).
+    Integrity = 6,
 }
 
 /// An error with the exit code it maps to.
@@ -47,4 +49,21 @@ pub fn load_settings(g: &Global) -> Result<cdrvault_config::Settings, CliError> 
         None => cdrvault_config::Source::Embedded,
     };
     cdrvault_config::load(source).or_exit(Code::Config)
+}
+
+/// The access log with its key (master key → key store → audit key).
+pub fn open_audit(
+    settings: &cdrvault_config::Settings,
+) -> Result<cdrvault_audit::AuditLog, CliError> {
+    let store = crate::keys_cmd::open_existing_store(&settings.keys)?;
+    let key = store.audit_key().or_exit(Code::Keys)?;
+    cdrvault_audit::AuditLog::open(audit_paths(settings), Some(key)).or_exit(Code::Failure)
+}
+
+/// Where the configuration puts the access log and its head.
+pub fn audit_paths(settings: &cdrvault_config::Settings) -> cdrvault_audit::AuditPaths {
+    cdrvault_audit::AuditPaths {
+        log_file: settings.audit.log_file.clone(),
+        head_file: settings.audit.head_file.clone(),
+    }
 }

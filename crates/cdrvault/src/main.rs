@@ -2,8 +2,10 @@
 //!
 //! Exit codes (also in `cdrvault --help` and docs/cli.md):
 //! 0 success · 1 runtime failure · 2 usage error · 3 configuration error ·
-//! 4 key error (missing or wrong master key, key store) · 5 input error.
+//! 4 key error (missing or wrong master key, key store) · 5 input error ·
+//! 6 integrity check failed (tampered access log).
 
+mod audit_cmd;
 mod cli;
 mod exit;
 mod hold_cmd;
@@ -51,6 +53,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Hold(cmd) => hold_cmd::run(&exit::load_settings(&cli.global)?, cmd),
         Command::VerifyErasure(a) => {
             purge_cmd::verify_erasure(&exit::load_settings(&cli.global)?, a)
+        }
+        Command::Audit(cmd) => {
+            let settings = exit::load_settings(&cli.global)?;
+            audit_cmd::run(&settings, cmd)
         }
         Command::Config(ConfigCommand::Default) => {
             print!("{}", cdrvault_config::DEFAULT_TOML);

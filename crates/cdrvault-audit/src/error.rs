@@ -1,0 +1,44 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Why an access-log operation failed. Never carries an identifier or key
+/// material.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("access log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("access log {path}, line {line}: not a valid entry ({reason})")]
+    Malformed {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    #[error("head file {path} is not valid: {reason}")]
+    BadHead { path: PathBuf, reason: String },
+    #[error(
+        "the access log does not end where its head says (log: {log_entries} entries, head: seq {head_seq:?}); \
+         refusing to append on top of a log that may have been tampered with — run `cdrvault audit verify`"
+    )]
+    HeadMismatch {
+        log_entries: u64,
+        head_seq: Option<u64>,
+    },
+    #[error("the access log's key is needed for this operation (sealing, opening or appending)")]
+    NoKey,
+    #[error("a sealed value in the access log could not be opened (wrong key or altered bytes)")]
+    OpenFailed,
+    #[error("access log entry could not be encoded: {0}")]
+    Encode(String),
+}
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
