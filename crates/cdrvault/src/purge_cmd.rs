@@ -106,7 +106,17 @@ pub fn run_purge(
         return Err(fail(PurgeError::NoApprover));
     }
     let keys = crate::keys_cmd::open_existing_store(&settings.keys)?;
-    let audit = crate::exit::open_audit(settings)?;
+    // A dry run on an installation with no log yet must not create the
+    // audit key: nothing can be held or half-purged without a log.
+    let audit = if dry_run && !settings.audit.log_file.exists() {
+        None
+    } else {
+        Some(crate::exit::open_audit(settings)?)
+    };
+    let journal: Box<dyn Journal + '_> = match &audit {
+        Some(a) => Box::new(AuditJournal(a)),
+        None => Box::new(NoLog),
+    };
     let opts = PurgeOptions {
         data_dir: &settings.storage.data_dir,
         policy: &settings.retention,
@@ -117,7 +127,32 @@ pub fn run_purge(
         writer: crate::ingest_cmd::writer_options(settings),
         crash_at: std::env::var(CRASH_ENV).ok().filter(|v| !v.is_empty()),
     };
-    purge(&keys, &AuditJournal(&audit), &opts).map_err(fail)
+    purge(&keys, journal.as_ref(), &opts).map_err(fail)
+}
+
+/// The journal of an installation that has no audit log yet (read-only uses).
+struct NoLog;
+
+impl Journal for NoLog {
+    fn entries(&self) -> Result<Vec<cdrvault_purge::Recorded>, PurgeError> {
+        Ok(Vec::new())
+    }
+    fn append(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: serde_json::Value,
+    ) -> Result<cdrvault_purge::Recorded, PurgeError> {
+        Err(PurgeError::Corrupt {
+            what: "no audit log to append to".into(),
+        })
+    }
+    fn open_text(&self, _: &str, _: &str) -> Result<zeroize::Zeroizing<String>, PurgeError> {
+        Err(PurgeError::Corrupt {
+            what: "no audit log".into(),
+        })
+    }
 }
 
 /// The scheduled purge: as of now, by `purge.operator`, approved by the
@@ -285,8 +320,12 @@ fn parquet_files(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// still exist. Exit 0 only if every file is beyond recovery.
 pub fn verify_erasure(settings: &Settings, args: VerifyErasureArgs) -> Result<(), CliError> {
     let keys = crate::keys_cmd::open_existing_store(&settings.keys)?;
-    let audit = crate::exit::open_audit(settings)?;
-    let entries = AuditJournal(&audit).entries().map_err(fail)?;
+    let entries = if settings.audit.log_file.exists() {
+        let audit = crate::exit::open_audit(settings)?;
+        AuditJournal(&audit).entries().map_err(fail)?
+    } else {
+        Vec::new()
+    };
     let mut files = Vec::new();
     for p in &args.paths {
         parquet_files(p, &mut files).or_exit(Code::Input)?;
