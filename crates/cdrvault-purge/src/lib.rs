@@ -25,8 +25,8 @@ pub mod target;
 pub use holds::{fold_holds, Hold, LogEvent};
 pub use plan::{plan, Inventory, Plan};
 pub use run::{
-    erasure_status, inventory, purge, ErasureStatus, Journal, PurgeOptions, PurgeReport, Recorded,
-    RunSummary, CRASH_ENV, PURGE_COMPLETED, PURGE_STARTED,
+    erasure_status, inventory, purge, purged_partitions, ErasureStatus, Journal, PurgeOptions,
+    PurgeReport, Recorded, RunSummary, CRASH_ENV, PURGE_COMPLETED, PURGE_STARTED,
 };
 pub use target::{HoldTarget, TargetKind};
 

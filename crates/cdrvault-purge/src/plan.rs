@@ -410,4 +410,50 @@ mod tests {
         assert_eq!(parse_hold_copy(&name), Some(("h12".into(), "fixed".into())));
         assert_eq!(parse_hold_copy("part-0123abcd.parquet"), None);
     }
+
+    proptest::proptest! {
+        /// Whatever exists and whatever the as-of instant: a partition is
+        /// planned exactly when its expiry has passed, and a second plan
+        /// over what the first leaves behind is empty.
+        #[test]
+        fn plans_are_exact_and_idempotent(
+            days in proptest::collection::vec((0usize..2, 0i64..900), 0..40),
+            as_of_day in 0i64..1300,
+            minute in 0i64..1440,
+        ) {
+            let base = d("2024-01-01");
+            let classes = ["mobile", "internet"];
+            let mut parts = Vec::new();
+            for (c, off) in &days {
+                let date = base + chrono::Duration::days(*off);
+                if !parts.iter().any(|p: &PartitionInfo| p.class == classes[*c] && p.date == date) {
+                    parts.push(part(classes[*c], &date.to_string(), &[("part-x.parquet", 1)]));
+                }
+            }
+            let i = inv(parts);
+            let as_of = kst_midnight(base + chrono::Duration::days(as_of_day))
+                + chrono::Duration::minutes(minute);
+            let p = plan(&policy(), &i, &BTreeSet::new(), as_of);
+            for x in &i.partitions {
+                let period = if x.class == "mobile" { Period::Months(12) } else { Period::Months(3) };
+                let planned = p.expired.iter().any(|e| e.class == x.class && e.date == x.date);
+                proptest::prop_assert_eq!(planned, period.is_expired(x.date, as_of));
+            }
+            let left = Inventory {
+                partitions: i
+                    .partitions
+                    .iter()
+                    .filter(|x| !p.expired.iter().any(|e| e.class == x.class && e.date == x.date))
+                    .cloned()
+                    .collect(),
+                key_periods: i
+                    .key_periods
+                    .iter()
+                    .filter(|k| !p.key_periods().contains(k))
+                    .cloned()
+                    .collect(),
+            };
+            proptest::prop_assert!(plan(&policy(), &left, &BTreeSet::new(), as_of).is_empty());
+        }
+    }
 }
