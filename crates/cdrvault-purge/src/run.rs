@@ -29,7 +29,8 @@
 //!
 //! **Test hook.** If `PurgeOptions::crash_at` names a phase (the binary
 //! takes it from the environment variable [`CRASH_ENV`],
-//! `CDRVAULT_TEST_CRASH_AT`), the process aborts right after that phase:
+//! `CDRVAULT_TEST_CRASH_AT`), the process kills itself with SIGKILL (as
+//! `kill -9`; abort if that fails) right after that phase:
 //! `started`, `preserved`, `deleting` (after the first file is unlinked),
 //! `deleted`, `destroying` (after the first key period is destroyed) or
 //! `destroyed` (before the destruction record). The end-to-end tests use it
@@ -133,7 +134,7 @@ pub struct PurgeOptions<'a> {
     pub dry_run: bool,
     /// File options for legal-hold copies.
     pub writer: WriterOptions,
-    /// Test hook: abort after this phase (see the module docs).
+    /// Test hook: SIGKILL this process after this phase (see the module docs).
     pub crash_at: Option<String>,
 }
 
@@ -478,7 +479,11 @@ fn execute(
 ) -> Result<RunSummary, PurgeError> {
     let crash = |phase: &str| {
         if opts.crash_at.as_deref() == Some(phase) {
-            eprintln!("{CRASH_ENV}={phase}: aborting (test hook)");
+            eprintln!("{CRASH_ENV}={phase}: killing this process (test hook)");
+            // SIGKILL, as `kill -9` would: no destructor, flush or unlock runs.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
             std::process::abort();
         }
     };
