@@ -89,6 +89,22 @@ pub(crate) struct Body {
     pub(crate) data: Value,
 }
 
+impl Body {
+    fn into_entry(self, hash: String, mac: Option<String>) -> Entry {
+        Entry {
+            seq: self.seq,
+            at: self.at,
+            prev: self.prev,
+            kind: self.kind,
+            actor: self.actor,
+            subject: self.subject,
+            data: self.data,
+            hash,
+            mac,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLine<'a> {
@@ -155,17 +171,7 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<ParsedLine, String> {
     let computed_hash = entry_hash(raw.body.get().as_bytes());
     let body: Body = serde_json::from_str(raw.body.get()).map_err(|e| e.to_string())?;
     Ok(ParsedLine {
-        entry: Entry {
-            seq: body.seq,
-            at: body.at,
-            prev: body.prev,
-            kind: body.kind,
-            actor: body.actor,
-            subject: body.subject,
-            data: body.data,
-            hash: raw.hash,
-            mac: raw.mac,
-        },
+        entry: body.into_entry(raw.hash, raw.mac),
         computed_hash,
     })
 }
@@ -491,17 +497,7 @@ impl AuditLog {
                 updated_at: Utc::now(),
             },
         )?;
-        let entry = Entry {
-            seq,
-            at: body.at,
-            prev: body.prev,
-            kind: body.kind,
-            actor: body.actor,
-            subject: body.subject,
-            data: body.data,
-            hash,
-            mac: Some(mac),
-        };
+        let entry = body.into_entry(hash, Some(mac));
         Ok((entry, out))
     }
 

@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub lookup: RawLookup,
     #[serde(default)]
     pub operators: BTreeMap<String, RawRoles>,
+    #[serde(default)]
+    pub purge: RawPurge,
     pub audit: RawAudit,
 }
 
@@ -74,6 +76,35 @@ pub struct RawLookup {
 pub enum RawRoles {
     List(Vec<String>),
     Text(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPurge {
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default = "default_purge_operator")]
+    pub operator: String,
+    #[serde(default = "default_purge_interval")]
+    pub interval: String,
+}
+
+fn default_purge_operator() -> String {
+    "scheduled-purge".into()
+}
+
+fn default_purge_interval() -> String {
+    "24h".into()
+}
+
+impl Default for RawPurge {
+    fn default() -> Self {
+        RawPurge {
+            approvers: Vec::new(),
+            operator: default_purge_operator(),
+            interval: default_purge_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +246,45 @@ pub struct LookupSettings {
     pub operators: BTreeMap<String, std::collections::BTreeSet<Role>>,
 }
 
+/// The purge (`cdrvault purge`, and on an interval inside `cdrvault serve`).
+#[derive(Debug, Clone)]
+pub struct PurgeSettings {
+    /// Privacy officers whose approval authorises destruction; a non-dry
+    /// purge is refused while this is empty.
+    pub approvers: Vec<String>,
+    /// Operator recorded for scheduled runs and when none is given.
+    pub operator: String,
+    /// How often `cdrvault serve` runs the purge; `None` = never.
+    pub interval: Option<std::time::Duration>,
+}
+
+/// Parses `<n>s`, `<n>m`, `<n>h`, `<n>d`, or `off`.
+pub fn parse_interval(s: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+    let s = s.trim();
+    if s == "off" {
+        return Ok(None);
+    }
+    let bad = || {
+        invalid(
+            "purge.interval",
+            "must be like 30m, 6h, 1d (at least 1m) or off",
+        )
+    };
+    let unit = match s.as_bytes().last() {
+        Some(b's') => 1,
+        Some(b'm') => 60,
+        Some(b'h') => 3600,
+        Some(b'd') => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    let secs = n.checked_mul(unit).ok_or_else(bad)?;
+    if secs < 60 {
+        return Err(bad());
+    }
+    Ok(Some(std::time::Duration::from_secs(secs)))
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     /// The append-only, hash-chained access log.
@@ -232,6 +302,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub retention: RetentionPolicy,
     pub lookup: LookupSettings,
+    pub purge: PurgeSettings,
     pub audit: AuditSettings,
 }
 
@@ -443,6 +514,21 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         g.writer_threads
     };
     let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
+    let p = &raw.purge;
+    let approvers: Vec<String> = p
+        .approvers
+        .iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if p.operator.trim().is_empty() {
+        return Err(invalid("purge.operator", "must not be empty"));
+    }
+    let purge = PurgeSettings {
+        approvers,
+        operator: p.operator.trim().to_owned(),
+        interval: parse_interval(&p.interval)?,
+    };
     let a = &raw.audit;
     if a.log_file.file_name().is_none() || a.head_file.file_name().is_none() {
         return Err(invalid(
@@ -494,6 +580,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         },
         retention,
         lookup,
+        purge,
         audit: AuditSettings {
             log_file: a.log_file.clone(),
             head_file: a.head_file.clone(),
@@ -746,6 +833,35 @@ mod tests {
         let e = with(|t| *t = t.replace("country_code = \"KR\"", "country_code = \"kor\""))
             .unwrap_err();
         assert!(e.to_string().contains("lookup.country_code"), "{e}");
+    }
+
+    #[test]
+    fn purge_settings_parse_and_validate() {
+        let s = load(Source::Embedded).unwrap();
+        assert!(
+            s.purge.approvers.is_empty(),
+            "no standing approval by default"
+        );
+        assert_eq!(
+            s.purge.interval,
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        let s = with(|t| {
+            *t = t.replace("approvers = []", "approvers = [\"kim.privacy\"]");
+            *t = t.replace("interval = \"24h\"", "interval = \"off\"");
+        })
+        .unwrap();
+        assert_eq!(s.purge.approvers, vec!["kim.privacy"]);
+        assert_eq!(s.purge.interval, None);
+        for bad in ["\"10s\"", "\"1w\"", "\"h\""] {
+            let e = with(|t| *t = t.replace("interval = \"24h\"", &format!("interval = {bad}")))
+                .unwrap_err();
+            assert!(e.to_string().contains("purge.interval"), "{e}");
+        }
+        assert_eq!(
+            parse_interval("90m").unwrap(),
+            Some(std::time::Duration::from_secs(5400))
+        );
     }
 
     #[test]

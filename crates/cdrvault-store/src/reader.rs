@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::layout::{is_data_file, PartitionKey};
 use crate::{io_err, StoreError};
@@ -68,4 +70,36 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
         out.push(b?);
     }
     Ok(out)
+}
+
+fn footer(path: &Path) -> Result<ParquetMetaData, StoreError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|source| StoreError::Parquet {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Number of rows of a partition file, from its footer (no data read).
+pub fn file_rows(path: &Path) -> Result<u64, StoreError> {
+    Ok(u64::try_from(footer(path)?.file_metadata().num_rows()).unwrap_or(0))
+}
+
+/// The partition a file says it belongs to (`cdrvault.class` /
+/// `cdrvault.date` footer metadata), wherever the file now lies: a copy
+/// taken out of the store still names the keys it needs. `None` if the
+/// file has no such metadata.
+pub fn file_partition(path: &Path) -> Result<Option<PartitionKey>, StoreError> {
+    let meta = footer(path)?;
+    let kv = meta.file_metadata().key_value_metadata();
+    let get = |k: &str| {
+        kv.and_then(|v| v.iter().find(|e| e.key == k))
+            .and_then(|e| e.value.clone())
+    };
+    Ok(match (get("cdrvault.class"), get("cdrvault.date")) {
+        (Some(c), Some(d)) => d.parse().ok().map(|d| PartitionKey::new(c, d)),
+        _ => None,
+    })
 }

@@ -466,6 +466,73 @@ impl WriterPool {
     }
 }
 
+/// Writes `batches` as ONE finished partition file named
+/// `part-<file_id>.parquet` (temporary name, fsync, rename, directory fsync),
+/// replacing a leftover temporary of the same id. Used where a file name
+/// must be deterministic so that a re-run is idempotent (purge's legal-hold
+/// copies); ingest uses [`WriterPool`]. An existing final file is replaced.
+pub fn write_named_file(
+    root: &Path,
+    key: &PartitionKey,
+    file_id: &str,
+    batches: &[RecordBatch],
+    opts: &WriterOptions,
+    meta: &FileMeta,
+) -> Result<WrittenFile, StoreError> {
+    let dir = key.dir(root);
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut d = dir.as_path();
+        while let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+            if parent == root || parent.as_os_str().is_empty() {
+                break;
+            }
+            d = parent;
+        }
+    }
+    let tmp = dir.join(temp_name(file_id));
+    let dest = dir.join(file_name(file_id));
+    let pq = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Parquet { path, source }
+    };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    let props = writer_properties(opts, meta, key);
+    let mut w = ArrowWriter::try_new(
+        BufWriter::with_capacity(1 << 20, file),
+        cdr_schema(),
+        Some(props),
+    )
+    .map_err(pq(&tmp))?;
+    let mut rows = 0u64;
+    for b in batches {
+        w.write(b).map_err(pq(&tmp))?;
+        rows += b.num_rows() as u64;
+    }
+    let buf = w.into_inner().map_err(pq(&tmp))?;
+    let file = buf.into_inner().map_err(|e| StoreError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    let bytes = file.metadata().map_err(io_err(&tmp))?.len();
+    drop(file);
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    sync_dir(&dir)?;
+    Ok(WrittenFile {
+        partition: key.clone(),
+        path: dest,
+        rows,
+        bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,5 +698,36 @@ mod tests {
             .get_row_group_column_bloom_filter(0, crate::schema::col::SEALED)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn named_files_are_atomic_and_replace_leftover_temporaries() {
+        let root = tempfile::tempdir().unwrap();
+        let k = key("legal_hold", 3);
+        let dir = k.dir(root.path());
+        fs::create_dir_all(&dir).unwrap();
+        // a crashed earlier attempt left a partial temporary
+        fs::write(dir.join(temp_name("hold-1-mobile")), b"partial").unwrap();
+        let w = write_named_file(
+            root.path(),
+            &k,
+            "hold-1-mobile",
+            &[batch(10, "a"), batch(5, "b")],
+            &WriterOptions::default(),
+            &meta(),
+        )
+        .unwrap();
+        assert_eq!(w.rows, 15);
+        assert_eq!(all_names(root.path()), vec!["part-hold-1-mobile.parquet"]);
+        let files = partition_files(root.path(), &k).unwrap();
+        let rows: usize = read_file(&files[0])
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 15);
+        assert_eq!(crate::reader::file_rows(&files[0]).unwrap(), 15);
+        let m = crate::reader::file_partition(&files[0]).unwrap();
+        assert_eq!(m, Some(k));
     }
 }

@@ -69,6 +69,13 @@ pub enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Destroy expired partitions and their keys (honouring legal holds) and record it.
+    Purge(crate::purge_cmd::PurgeArgs),
+    /// Legal holds: add, release, list.
+    #[command(subcommand)]
+    Hold(crate::hold_cmd::HoldCommand),
+    /// Check that partition files (e.g. a backup copy) can no longer be decrypted or re-identified.
+    VerifyErasure(crate::purge_cmd::VerifyErasureArgs),
     /// The tamper-evident access log: verify it, export it for the monthly review, show entries.
     #[command(subcommand)]
     Audit(AuditCommand),

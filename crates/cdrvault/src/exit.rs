@@ -6,6 +6,7 @@ use crate::cli::Global;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Failure = 1,
+    Usage = 2,
     Config = 3,
     Keys = 4,
     Input = 5,

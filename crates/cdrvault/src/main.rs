@@ -8,9 +8,12 @@
 mod audit_cmd;
 mod cli;
 mod exit;
+mod hold_cmd;
 mod ingest_cmd;
+mod journal;
 mod keys_cmd;
 mod output;
+mod purge_cmd;
 mod request_cmd;
 
 use clap::Parser;
@@ -47,6 +50,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let settings = exit::load_settings(&cli.global)?;
             output::print_config(&settings, format);
             Ok(())
+        }
+        Command::Purge(args) => purge_cmd::run(&exit::load_settings(&cli.global)?, args),
+        Command::Hold(cmd) => hold_cmd::run(&exit::load_settings(&cli.global)?, cmd),
+        Command::VerifyErasure(a) => {
+            purge_cmd::verify_erasure(&exit::load_settings(&cli.global)?, a)
         }
         Command::Audit(cmd) => {
             let settings = exit::load_settings(&cli.global)?;

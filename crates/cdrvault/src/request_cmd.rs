@@ -468,28 +468,18 @@ fn cancel(settings: &Settings, audit: &AuditLog, a: CancelArgs) -> Result<(), Cl
     Ok(())
 }
 
-/// Partitions the access log records as purged (`purge.started`).
+/// Partitions the access log records as purged or being purged (any
+/// `purge.started`): the purge crate's own reading of its entries.
 fn purged_partitions(entries: &[Entry]) -> BTreeSet<(String, NaiveDate)> {
-    let mut out = BTreeSet::new();
-    for e in entries.iter().filter(|e| e.kind == "purge.started") {
-        for p in e
-            .data
-            .get("partitions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(c), Some(d)) = (
-                p.get("class").and_then(Value::as_str),
-                p.get("date")
-                    .and_then(Value::as_str)
-                    .and_then(|d| d.parse().ok()),
-            ) {
-                out.insert((c.to_owned(), d));
-            }
-        }
-    }
-    out
+    let recorded: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == "purge.started")
+        .cloned()
+        .map(crate::journal::recorded)
+        .collect();
+    cdrvault_purge::purged_partitions(&recorded)
+        .into_keys()
+        .collect()
 }
 
 fn execute(settings: &Settings, audit: &AuditLog, a: ExecuteArgs) -> Result<(), CliError> {
