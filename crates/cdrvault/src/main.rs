@@ -9,6 +9,7 @@ mod exit;
 mod ingest_cmd;
 mod keys_cmd;
 mod output;
+mod serve_cmd;
 
 use clap::Parser;
 
@@ -33,6 +34,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ingest(args) => {
             let settings = exit::load_settings(&cli.global)?;
             ingest_cmd::run(&settings, args)
+        }
+        Command::Serve(args) => {
+            let settings = exit::load_settings(&cli.global)?;
+            serve_cmd::run(&settings, args)
         }
         Command::Keys(cmd) => {
             let settings = exit::load_settings(&cli.global)?;

@@ -1,0 +1,549 @@
+//! `cdrvault serve`: a Kafka consumer-group service on the ingest pipeline.
+//!
+//! ```text
+//! poll ─▶ per topic-partition StreamSlice ─▶ (batch full / old / shutdown)
+//!   process_slices (decode, protect, partition; staged Parquet files)
+//!   ─▶ dead letters produced and acknowledged
+//!   ─▶ files published under (topic, partition, first, last) names
+//!   ─▶ offsets committed
+//! ```
+//!
+//! Exactly-once effect: the store, not Kafka, is the source of truth. On
+//! every partition assignment the data directory is scanned
+//! ([`cdrvault_store::scan_stream_positions`]) and the consumer starts at the
+//! position after the last complete batch (or at the committed offset if
+//! that is further, e.g. after batches that stored no rows). A batch whose
+//! files were only partly published is re-run over exactly the same offsets,
+//! so its missing files get the same names and the present ones are not
+//! written twice. See ARCHITECTURE.md.
+
+mod deadletter;
+pub mod metrics;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cdrvault_config::{KafkaSettings, MessageFormat};
+use cdrvault_decode::{ColumnMapping, CsvOptions, Decoder, InputFormat};
+use cdrvault_keystore::KeyStore;
+use cdrvault_model::NormalizeOptions;
+use cdrvault_pipeline::{process_slices, BatchOptions, Protect, SliceOutcome, StreamSlice};
+use cdrvault_retention::RetentionPolicy;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+
+pub use metrics::Metrics;
+
+/// Errors that stop the service. Bad records never do: they are dead letters.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("Kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("input.columns / kafka.csv_columns: {0}")]
+    Decoder(#[from] cdrvault_decode::DecodeError),
+    #[error(transparent)]
+    Pipeline(#[from] cdrvault_pipeline::PipelineError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dead-letter topic {topic}: {failed} record(s) not delivered ({last_error}); nothing was committed past them")]
+    DeadLetter {
+        topic: String,
+        failed: usize,
+        last_error: String,
+    },
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub kafka: KafkaSettings,
+    pub batch: BatchOptions,
+    pub chunk_bytes: usize,
+    pub mapping: ColumnMapping,
+    pub csv: CsvOptions,
+    pub policy: RetentionPolicy,
+    pub normalize: NormalizeOptions,
+    pub keys: Arc<KeyStore>,
+    /// Set by SIGTERM/SIGINT: stop fetching, store, commit, return.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// Totals of one run, for the closing log line.
+#[derive(Debug, Clone, Default)]
+pub struct ServeSummary {
+    pub messages: u64,
+    pub batches: u64,
+    pub stored: u64,
+    pub dead_lettered: u64,
+}
+
+type Tp = (String, i32);
+
+#[derive(Debug, Default)]
+struct Assignment {
+    assigned: HashSet<Tp>,
+    /// Partitions revoked since the loop last looked: their uncommitted
+    /// work is discarded.
+    revoked: Vec<Tp>,
+    /// Batches to re-run over exactly these offsets: (topic, partition) -> last.
+    cuts: HashMap<Tp, i64>,
+}
+
+struct Ctx {
+    data_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    state: Mutex<Assignment>,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", facility = fac, "{msg}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.add(&self.metrics.broker_errors, 1);
+        tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries; nothing is committed until data is stored)");
+    }
+
+    fn stats(&self, s: Statistics) {
+        if let Ok(mut lag) = self.metrics.lag.lock() {
+            lag.clear();
+            for (t, topic) in &s.topics {
+                for (p, part) in &topic.partitions {
+                    if *p >= 0 && part.consumer_lag >= 0 {
+                        lag.insert((t.clone(), *p), part.consumer_lag);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        self.metrics.add(&self.metrics.rebalances, 1);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            rdkafka::consumer::RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.position(consumer, tpl);
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assigning partitions");
+                }
+            }
+            _ => {
+                let parts: Vec<Tp> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?parts, "partitions revoked; uncommitted work is discarded");
+                if let Ok(mut st) = self.state.lock() {
+                    for tp in &parts {
+                        st.assigned.remove(tp);
+                        st.cuts.remove(tp);
+                    }
+                    st.revoked.extend(parts);
+                }
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "revoking partitions");
+                }
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Sets each newly assigned partition's start offset from the store.
+    fn position(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let stored = match cdrvault_store::scan_stream_positions(&self.data_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                // Without the scan the committed offsets are still safe
+                // (committed only after data is durable); a re-run batch is
+                // then not cut at its old end, so say so loudly.
+                tracing::error!(error = %e, "cannot scan the data directory for stored offsets; starting from committed offsets");
+                HashMap::new()
+            }
+        };
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .map_err(|e| tracing::warn!(error = %e, "cannot read committed offsets; using the store's"))
+            .ok();
+        let mut starts: Vec<(Tp, i64)> = Vec::new();
+        let mut st = self.state.lock().ok();
+        for e in tpl.elements() {
+            let tp: Tp = (e.topic().to_owned(), e.partition());
+            if let Some(st) = st.as_mut() {
+                st.assigned.insert(tp.clone());
+                st.cuts.remove(&tp);
+            }
+            let c = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&tp.0, tp.1))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let pos = stored.get(&tp).cloned().unwrap_or_default();
+            let (start, cut) = match (pos.incomplete, pos.resume_at(), c) {
+                (Some((first, last)), _, c) if c.is_none_or(|c| c <= first) => {
+                    (Some(first), Some(last))
+                }
+                (_, s, c) => (s.max(c), None),
+            };
+            tracing::info!(
+                topic = %tp.0,
+                partition = tp.1,
+                store = ?pos.resume_at(),
+                committed = ?c,
+                start = ?start,
+                rerun_through = ?cut,
+                "partition assigned"
+            );
+            if let (Some(cut), Some(st)) = (cut, st.as_mut()) {
+                st.cuts.insert(tp.clone(), cut);
+            }
+            if let Some(start) = start {
+                starts.push((tp, start));
+            }
+        }
+        drop(st);
+        // Offsets in the list being assigned are where fetching starts.
+        for ((topic, partition), start) in starts {
+            if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(start)) {
+                tracing::error!(error = %e, topic = %topic, partition, "setting the start offset");
+            }
+        }
+    }
+}
+
+/// The CSV header line for headerless CSV messages.
+fn csv_header(k: &KafkaSettings, mapping: &ColumnMapping, csv: &CsvOptions) -> Vec<u8> {
+    let names: Vec<String> = if k.csv_columns.is_empty() {
+        mapping.iter().map(|(_, name)| name.to_owned()).collect()
+    } else {
+        k.csv_columns.clone()
+    };
+    names.join(&char::from(csv.delimiter).to_string()).into_bytes()
+}
+
+/// Builds the message decoder.
+pub fn message_decoder(o: &ServeOptions) -> Result<Arc<dyn Decoder>, ServeError> {
+    let d = match o.kafka.input_format {
+        MessageFormat::JsonLines => {
+            cdrvault_decode::decoder_for(InputFormat::JsonLines, None, &o.mapping, &o.csv)?
+        }
+        MessageFormat::Csv => {
+            let header = csv_header(&o.kafka, &o.mapping, &o.csv);
+            cdrvault_decode::decoder_for(InputFormat::Csv, Some(&header), &o.mapping, &o.csv)?
+        }
+    };
+    Ok(Arc::from(d))
+}
+
+fn client_config(k: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("statistics.interval.ms", "5000")
+        .set("log_level", "4");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}
+
+struct Pending {
+    slices: HashMap<Tp, StreamSlice>,
+    records: usize,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+/// Runs the service until `shutdown` is set. Returns after the last batch
+/// is stored and committed.
+pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
+    let metrics = Arc::new(Metrics::default());
+    let addr = metrics::spawn_http(o.kafka.metrics_address, metrics.clone()).map_err(|source| {
+        ServeError::Metrics {
+            addr: o.kafka.metrics_address,
+            source,
+        }
+    })?;
+    tracing::info!(address = %addr, "serving /metrics and /healthz");
+    let decoder = message_decoder(&o)?;
+
+    let mut cc = client_config(&o.kafka);
+    cc.set("group.id", &o.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    if !o.kafka.properties.contains_key("auto.offset.reset") {
+        cc.set("auto.offset.reset", "earliest");
+    }
+    let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx {
+        data_dir: o.batch.data_dir.clone(),
+        metrics: metrics.clone(),
+        state: Mutex::default(),
+    })?;
+    let topics: Vec<&str> = o.kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let dlq = deadletter::DeadLetters::new(&o.kafka, metrics.clone())?;
+    tracing::info!(topics = ?o.kafka.topics, group = %o.kafka.group_id, brokers = %o.kafka.brokers, "consuming");
+
+    let mut summary = ServeSummary::default();
+    let mut p = Pending {
+        slices: HashMap::new(),
+        records: 0,
+        bytes: 0,
+        since: None,
+    };
+    let topic_names: HashMap<String, Arc<str>> = o
+        .kafka
+        .topics
+        .iter()
+        .map(|t| (t.clone(), Arc::from(t.as_str())))
+        .collect();
+    let result: Result<(), ServeError> = (|| {
+        while !o.shutdown.load(Ordering::Relaxed) {
+            metrics.beat();
+            let msg = consumer.poll(Duration::from_millis(100));
+            // Revocations happen inside poll: drop their uncommitted work.
+            let (revoked, cuts) = match consumer.context().state.lock() {
+                Ok(mut st) => (std::mem::take(&mut st.revoked), st.cuts.clone()),
+                Err(_) => (Vec::new(), HashMap::new()),
+            };
+            if !revoked.is_empty() {
+                for tp in revoked {
+                    if let Some(s) = p.slices.remove(&tp) {
+                        if !cuts.contains_key(&tp) {
+                            p.records = p.records.saturating_sub(s.messages() as usize);
+                            p.bytes = p.bytes.saturating_sub(s.bytes());
+                        }
+                        metrics.add(&metrics.batches_discarded, 1);
+                    }
+                }
+            }
+            let mut force = false;
+            match msg {
+                None => {}
+                Some(Err(e)) => {
+                    metrics.add(&metrics.broker_errors, 1);
+                    tracing::warn!(error = %e, "consumer error (retrying)");
+                }
+                Some(Ok(m)) => {
+                    let tp: Tp = (m.topic().to_owned(), m.partition());
+                    let assigned = consumer
+                        .context()
+                        .state
+                        .lock()
+                        .map(|s| s.assigned.contains(&tp))
+                        .unwrap_or(false);
+                    if assigned {
+                        let offset = m.offset();
+                        let cut = cuts.get(&tp).copied();
+                        if cut.is_some_and(|c| offset > c) {
+                            // The re-run range ended before this offset (its
+                            // last message is gone): store what we have.
+                            flush(&o, &consumer, &dlq, &decoder, &metrics, &mut p, &mut summary, true)?;
+                        }
+                        let payload = m.payload().unwrap_or(&[]);
+                        let stream = topic_names
+                            .get(m.topic())
+                            .cloned()
+                            .unwrap_or_else(|| Arc::from(m.topic()));
+                        let s = p.slices.entry(tp.clone()).or_insert_with(|| {
+                            StreamSlice::new(stream, tp.1, o.chunk_bytes)
+                        });
+                        s.push(offset, payload);
+                        metrics.add(&metrics.messages_consumed, 1);
+                        summary.messages += 1;
+                        if cut.is_none() {
+                            p.records += 1;
+                            p.bytes += payload.len();
+                            p.since.get_or_insert_with(Instant::now);
+                        }
+                        if cut == Some(offset) {
+                            force = true;
+                        }
+                    }
+                }
+            }
+            let due = p.records >= o.kafka.max_batch_records
+                || p.bytes >= o.kafka.max_batch_bytes
+                || p.since.is_some_and(|t| t.elapsed() >= o.kafka.max_batch_age);
+            if force || due {
+                flush(&o, &consumer, &dlq, &decoder, &metrics, &mut p, &mut summary, force)?;
+            }
+        }
+        tracing::info!("shutting down: storing and committing what was consumed");
+        flush(&o, &consumer, &dlq, &decoder, &metrics, &mut p, &mut summary, false)?;
+        Ok(())
+    })();
+    if let Err(e) = &result {
+        metrics.failed.store(true, Ordering::Relaxed);
+        tracing::error!(error = %e, "stopping; nothing was committed past stored data");
+    }
+    result?;
+    // A final synchronous commit of what the last flushes stored.
+    if let Ok(a) = consumer.assignment() {
+        if a.count() > 0 {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing to commit is reported as an error too; harmless.
+                tracing::debug!(error = %e, "final commit");
+            }
+        }
+    }
+    consumer.unsubscribe();
+    Ok(summary)
+}
+
+/// Stores everything pending (except partitions waiting for the end of a
+/// re-run range, unless `with_cuts`): process, deliver dead letters, publish,
+/// commit.
+#[allow(clippy::too_many_arguments)]
+fn flush(
+    o: &ServeOptions,
+    consumer: &BaseConsumer<Ctx>,
+    dlq: &deadletter::DeadLetters,
+    decoder: &Arc<dyn Decoder>,
+    metrics: &Metrics,
+    p: &mut Pending,
+    summary: &mut ServeSummary,
+    with_cuts: bool,
+) -> Result<(), ServeError> {
+    let cuts: HashMap<Tp, i64> = consumer
+        .context()
+        .state
+        .lock()
+        .map(|s| s.cuts.clone())
+        .unwrap_or_default();
+    let mut slices = Vec::new();
+    let keys: Vec<Tp> = p.slices.keys().cloned().collect();
+    for tp in keys {
+        let reached = match (cuts.get(&tp), p.slices.get(&tp).and_then(|s| s.range())) {
+            (Some(c), Some((_, last))) => last >= *c,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if reached || with_cuts {
+            if let Some(s) = p.slices.remove(&tp) {
+                slices.push(s);
+            }
+        }
+    }
+    p.records = 0;
+    p.bytes = 0;
+    p.since = None;
+    if slices.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let protect = Protect::new(
+        o.policy.clone(),
+        o.normalize.clone(),
+        o.keys.clone(),
+        chrono::Utc::now(),
+    );
+    let outcomes = process_slices(slices, decoder, &protect, &o.batch)?;
+    // Dead letters must be acknowledged before the batch counts as stored.
+    if let Err(e) = dlq.deliver(&outcomes, &o.shutdown) {
+        let n = outcomes.len() as u64;
+        for oc in outcomes {
+            oc.discard();
+        }
+        metrics.add(&metrics.batches_discarded, n);
+        return Err(e);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for oc in &outcomes {
+        let published = oc.publish()?;
+        account(metrics, summary, oc, published);
+        tpl.add_partition_offset(&oc.stream, oc.partition, Offset::Offset(oc.last + 1))?;
+    }
+    if let Ok(mut st) = consumer.context().state.lock() {
+        for oc in &outcomes {
+            let tp = (oc.stream.to_string(), oc.partition);
+            if st.cuts.get(&tp).is_some_and(|c| oc.last >= *c) || with_cuts {
+                st.cuts.remove(&tp);
+            }
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        metrics.add(&metrics.commits_failed, 1);
+        tracing::warn!(error = %e, "offset commit failed; the store remains the source of truth");
+    }
+    metrics.add(&metrics.batches, 1);
+    metrics.observe_batch(started.elapsed());
+    summary.batches += 1;
+    let stored: u64 = outcomes.iter().map(|o| o.summary.stored).sum();
+    let records: u64 = outcomes.iter().map(|o| o.summary.records).sum();
+    tracing::info!(
+        records,
+        stored,
+        partitions = outcomes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "batch stored and committed"
+    );
+    Ok(())
+}
+
+fn account(
+    metrics: &Metrics,
+    summary: &mut ServeSummary,
+    oc: &SliceOutcome,
+    published: cdrvault_pipeline::Published,
+) {
+    let s = &oc.summary;
+    metrics.add(&metrics.records_consumed, s.records);
+    for (class, n) in &s.stored_by_class {
+        metrics.add_stored(class, *n);
+    }
+    metrics.add_dropped("expired", s.dropped_expired);
+    metrics.add_dropped("duplicate", s.dropped_duplicate);
+    metrics.add_dropped("empty", oc.empty_messages);
+    metrics.add(&metrics.files_published, published.files);
+    metrics.add(&metrics.files_already_present, published.already_present);
+    metrics.add(&metrics.bytes_written, published.bytes);
+    summary.stored += s.stored;
+    summary.dead_lettered += s.rejected;
+}
