@@ -22,7 +22,8 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 
 bash scripts/setup.sh >/dev/null
 PY=.venv/bin/python
-cargo build --release -q -p cdrvault -p cdrvault-serve --example kafka_bench
+cargo build --release -q -p cdrvault
+cargo build --release -q -p cdrvault-serve --example kafka_bench
 BIN=target/release/cdrvault
 TOOL=target/release/examples/kafka_bench
 

@@ -165,7 +165,11 @@ fn deploy_files_use_real_commands_and_config_keys() {
     for f in deploy_files() {
         let text = std::fs::read_to_string(&f).expect("read");
         for v in var(&text) {
-            assert!(config_key_exists(&v), "{}: {v} is not a configuration key", f.display());
+            assert!(
+                config_key_exists(&v),
+                "{}: {v} is not a configuration key",
+                f.display()
+            );
             env_vars += 1;
         }
         let name = f.file_name().unwrap().to_string_lossy().into_owned();

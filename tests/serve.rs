@@ -51,7 +51,13 @@ fn produce(b: &Broker, topic: &str, partitions: i32, lines: &[Vec<u8>]) {
 /// Writes a configuration for a topic: the embedded defaults with the
 /// test's [kafka] values (short sessions so a killed member is noticed fast).
 fn config(sb: &Sandbox, topic: &str, batch_records: u64, batch_age_ms: u64) -> std::path::PathBuf {
-    config_for_group(sb, topic, &format!("g-{topic}"), batch_records, batch_age_ms)
+    config_for_group(
+        sb,
+        topic,
+        &format!("g-{topic}"),
+        batch_records,
+        batch_age_ms,
+    )
 }
 
 fn config_for_group(
@@ -64,7 +70,10 @@ fn config_for_group(
     let b = broker();
     let mut t = cdrvault_config::DEFAULT_TOML.to_owned();
     for (from, to) in [
-        ("brokers = \"localhost:9092\"", format!("brokers = \"{}\"", b.addr)),
+        (
+            "brokers = \"localhost:9092\"",
+            format!("brokers = \"{}\"", b.addr),
+        ),
         ("topics = [\"cdr\"]", format!("topics = [\"{topic}\"]")),
         ("group_id = \"cdrvault\"", format!("group_id = \"{group}\"")),
         (
@@ -176,7 +185,10 @@ impl Service {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
             }
-            assert!(Instant::now() < deadline, "serve did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -232,7 +244,10 @@ fn assert_exactly_once(sb: &Sandbox, truth: &[Truth]) {
     let got: BTreeSet<&str> = counts.keys().copied().collect();
     let missing: Vec<_> = want.difference(&got).take(5).collect();
     let extra: Vec<_> = got.difference(&want).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, unexpected {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
     assert_eq!(stored.len(), want.len());
 }
 
@@ -256,8 +271,14 @@ fn serve_stores_valid_records_once_dead_letters_the_rest_and_drains_on_sigterm()
         Duration::from_secs(120),
         &log,
     );
-    assert!(svc.get("/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
-    assert_eq!(stored_rows(&sb.data_dir()), 0, "nothing stored before the drain");
+    assert!(svc
+        .get("/healthz")
+        .is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    assert_eq!(
+        stored_rows(&sb.data_dir()),
+        0,
+        "nothing stored before the drain"
+    );
     let started = Instant::now();
     let st = svc.sigterm(Duration::from_secs(60));
     assert!(st.success(), "exit {st}:\n{}", tail(&log));
@@ -267,7 +288,12 @@ fn serve_stores_valid_records_once_dead_letters_the_rest_and_drains_on_sigterm()
     // Malformed records: in the dead-letter topic with reason and origin.
     let bad: Vec<&Truth> = truth.iter().filter(|t| t.kind != "valid").collect();
     assert!(!bad.is_empty());
-    let dl = b.read_all(&format!("{topic}-dlq"), 1, bad.len(), Duration::from_secs(60));
+    let dl = b.read_all(
+        &format!("{topic}-dlq"),
+        1,
+        bad.len(),
+        Duration::from_secs(60),
+    );
     assert_eq!(dl.len(), bad.len(), "one dead letter per malformed record");
     let mut want_reasons: BTreeMap<String, usize> = BTreeMap::new();
     for t in &bad {
@@ -276,10 +302,18 @@ fn serve_stores_valid_records_once_dead_letters_the_rest_and_drains_on_sigterm()
     let mut got_reasons: BTreeMap<String, usize> = BTreeMap::new();
     for m in &dl {
         *got_reasons
-            .entry(m.header("cdrvault.reason").expect("reason header").to_owned())
+            .entry(
+                m.header("cdrvault.reason")
+                    .expect("reason header")
+                    .to_owned(),
+            )
             .or_default() += 1;
         assert_eq!(m.header("cdrvault.source.topic"), Some(topic));
-        let p: i32 = m.header("cdrvault.source.partition").unwrap().parse().unwrap();
+        let p: i32 = m
+            .header("cdrvault.source.partition")
+            .unwrap()
+            .parse()
+            .unwrap();
         let o: i64 = m.header("cdrvault.source.offset").unwrap().parse().unwrap();
         assert!((0..3).contains(&p) && o >= 0);
         assert_eq!(m.key.as_deref(), Some(format!("{topic}/{p}/{o}").as_str()));
@@ -291,7 +325,9 @@ fn serve_stores_valid_records_once_dead_letters_the_rest_and_drains_on_sigterm()
     let dump = sb.path("dlq-dump");
     std::fs::write(
         &dump,
-        dl.iter().flat_map(|m| m.payload.clone()).collect::<Vec<u8>>(),
+        dl.iter()
+            .flat_map(|m| m.payload.clone())
+            .collect::<Vec<u8>>(),
     )
     .unwrap();
     let needles = identifier_needles(&truth);
@@ -340,7 +376,9 @@ fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
     // committing) over the runs.
     for point in kill_points(3, valid as u64) {
         let mut svc = Service::start(&sb, &cfg);
-        let at = (point as usize).max(stored_rows(&sb.data_dir()) + 500).min(valid - 500);
+        let at = (point as usize)
+            .max(stored_rows(&sb.data_dir()) + 500)
+            .min(valid - 500);
         wait_stored(&sb.data_dir(), at, Duration::from_secs(180), &log);
         // Land between batches' phases, not right at a boundary.
         std::thread::sleep(Duration::from_millis(point % 97));
@@ -393,7 +431,10 @@ fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
     );
     let st = svc.sigterm(Duration::from_secs(60));
     assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert!(path.exists(), "the missing file is published under its old name");
+    assert!(
+        path.exists(),
+        "the missing file is published under its old name"
+    );
     assert_eq!(siblings(&sb.data_dir()), victim.count as usize);
     assert_exactly_once(&sb, &truth);
 }
@@ -413,7 +454,10 @@ fn two_instances_share_partitions_and_one_killed_loses_and_doubles_nothing() {
     let bsvc = Service::start(&sb, &cfg);
     wait_stored(&sb.data_dir(), 4000, Duration::from_secs(180), &log);
     a.kill9();
-    eprintln!("instance A killed at {} stored rows", stored_rows(&sb.data_dir()));
+    eprintln!(
+        "instance A killed at {} stored rows",
+        stored_rows(&sb.data_dir())
+    );
     wait_stored(&sb.data_dir(), truth.len(), Duration::from_secs(180), &log);
     assert!(bsvc.metric("cdrvault_rebalances_total") >= 1);
     let st = bsvc.sigterm(Duration::from_secs(60));

@@ -120,8 +120,7 @@ impl Broker {
 
     fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.addr)
-            .set("log_level", "3");
+        c.set("bootstrap.servers", &self.addr).set("log_level", "3");
         c
     }
 

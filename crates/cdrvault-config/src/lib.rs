@@ -320,7 +320,10 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
     let metrics_address = k.metrics_address.parse().map_err(|_| {
         invalid(
             "kafka.metrics_address",
-            format!("{:?} is not an address like 0.0.0.0:9464", k.metrics_address),
+            format!(
+                "{:?} is not an address like 0.0.0.0:9464",
+                k.metrics_address
+            ),
         )
     })?;
     let mut properties = BTreeMap::new();
@@ -701,7 +704,11 @@ mod tests {
                 "dead_letter_topic = \"cdr\"",
                 "kafka.dead_letter_topic",
             ),
-            ("input_format = \"jsonl\"", "input_format = \"avro\"", "kafka.input_format"),
+            (
+                "input_format = \"jsonl\"",
+                "input_format = \"avro\"",
+                "kafka.input_format",
+            ),
         ] {
             let e = with(|t| {
                 assert!(t.contains(from), "{from}");

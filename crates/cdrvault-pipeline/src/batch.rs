@@ -296,7 +296,9 @@ pub fn process_slices(
         chunks.extend(s.take_chunks(decoder, &mut seq).into_iter().map(|c| (i, c)));
     }
     let outputs: Vec<Result<ChunkOutput, PipelineError>> =
-        parallel(chunks.len(), opts.workers, |i| process_chunk(&chunks[i].1, protect))?;
+        parallel(chunks.len(), opts.workers, |i| {
+            process_chunk(&chunks[i].1, protect)
+        })?;
 
     // Account per slice, in chunk order (first occurrence wins).
     let mut outcomes: Vec<SliceOutcome> = Vec::with_capacity(slices.len());

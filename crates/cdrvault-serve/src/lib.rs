@@ -114,12 +114,18 @@ impl ClientContext for Ctx {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", facility = fac, "{msg}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{msg}")
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", facility = fac, "{msg}")
             }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{msg}")
+            }
         }
     }
 
@@ -208,7 +214,9 @@ impl Ctx {
         };
         let committed = consumer
             .committed_offsets(tpl.clone(), Duration::from_secs(10))
-            .map_err(|e| tracing::warn!(error = %e, "cannot read committed offsets; using the store's"))
+            .map_err(
+                |e| tracing::warn!(error = %e, "cannot read committed offsets; using the store's"),
+            )
             .ok();
         let mut starts: Vec<(Tp, i64)> = Vec::new();
         let mut st = self.state.lock().ok();
@@ -265,7 +273,9 @@ fn csv_header(k: &KafkaSettings, mapping: &ColumnMapping, csv: &CsvOptions) -> V
     } else {
         k.csv_columns.clone()
     };
-    names.join(&char::from(csv.delimiter).to_string()).into_bytes()
+    names
+        .join(&char::from(csv.delimiter).to_string())
+        .into_bytes()
 }
 
 /// Builds the message decoder.
@@ -384,16 +394,26 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
                         if cut.is_some_and(|c| offset > c) {
                             // The re-run range ended before this offset (its
                             // last message is gone): store what we have.
-                            flush(&o, &consumer, &dlq, &decoder, &metrics, &mut p, &mut summary, true)?;
+                            flush(
+                                &o,
+                                &consumer,
+                                &dlq,
+                                &decoder,
+                                &metrics,
+                                &mut p,
+                                &mut summary,
+                                true,
+                            )?;
                         }
                         let payload = m.payload().unwrap_or(&[]);
                         let stream = topic_names
                             .get(m.topic())
                             .cloned()
                             .unwrap_or_else(|| Arc::from(m.topic()));
-                        let s = p.slices.entry(tp.clone()).or_insert_with(|| {
-                            StreamSlice::new(stream, tp.1, o.chunk_bytes)
-                        });
+                        let s = p
+                            .slices
+                            .entry(tp.clone())
+                            .or_insert_with(|| StreamSlice::new(stream, tp.1, o.chunk_bytes));
                         s.push(offset, payload);
                         metrics.add(&metrics.messages_consumed, 1);
                         summary.messages += 1;
@@ -410,13 +430,32 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
             }
             let due = p.records >= o.kafka.max_batch_records
                 || p.bytes >= o.kafka.max_batch_bytes
-                || p.since.is_some_and(|t| t.elapsed() >= o.kafka.max_batch_age);
+                || p.since
+                    .is_some_and(|t| t.elapsed() >= o.kafka.max_batch_age);
             if force || due {
-                flush(&o, &consumer, &dlq, &decoder, &metrics, &mut p, &mut summary, force)?;
+                flush(
+                    &o,
+                    &consumer,
+                    &dlq,
+                    &decoder,
+                    &metrics,
+                    &mut p,
+                    &mut summary,
+                    force,
+                )?;
             }
         }
         tracing::info!("shutting down: storing and committing what was consumed");
-        flush(&o, &consumer, &dlq, &decoder, &metrics, &mut p, &mut summary, false)?;
+        flush(
+            &o,
+            &consumer,
+            &dlq,
+            &decoder,
+            &metrics,
+            &mut p,
+            &mut summary,
+            false,
+        )?;
         Ok(())
     })();
     if let Err(e) = &result {

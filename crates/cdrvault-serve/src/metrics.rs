@@ -207,7 +207,10 @@ impl Metrics {
         );
         if let Ok(m) = self.dropped.lock() {
             for (reason, v) in m.iter() {
-                let _ = writeln!(o, "cdrvault_records_dropped_total{{reason=\"{reason}\"}} {v}");
+                let _ = writeln!(
+                    o,
+                    "cdrvault_records_dropped_total{{reason=\"{reason}\"}} {v}"
+                );
             }
         }
         let _ = writeln!(

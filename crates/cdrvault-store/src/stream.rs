@@ -100,7 +100,8 @@ pub fn scan_stream_positions(
     root: &Path,
 ) -> Result<HashMap<(String, i32), StreamPosition>, StoreError> {
     // (stream, partition) -> (first, last, count) -> files present
-    let mut batches: HashMap<(String, i32), HashMap<(i64, i64, u32), u32>> = HashMap::new();
+    type Present = HashMap<(i64, i64, u32), u32>;
+    let mut batches: HashMap<(String, i32), Present> = HashMap::new();
     for key in list_partitions(root)? {
         let dir = key.dir(root);
         let entries = match fs::read_dir(&dir) {
@@ -209,7 +210,10 @@ mod tests {
         assert_eq!(pos.incomplete, Some((20, 29)));
         assert_eq!(pos.resume_at(), Some(20));
         // Hidden temporaries and other files do not count.
-        let k = PartitionKey::new("mobile", chrono::NaiveDate::from_ymd_opt(2026, 11, 3).unwrap());
+        let k = PartitionKey::new(
+            "mobile",
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 3).unwrap(),
+        );
         fs::write(k.dir(dir.path()).join(".part-abc.parquet.tmp"), b"x").unwrap();
         fs::write(k.dir(dir.path()).join("part-0123.parquet"), b"x").unwrap();
         assert_eq!(scan_stream_positions(dir.path()).unwrap().len(), 1);

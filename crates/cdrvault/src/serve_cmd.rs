@@ -21,7 +21,9 @@ pub fn run(settings: &Settings, args: ServeArgs) -> Result<(), CliError> {
     let Some(mut kafka) = settings.kafka.clone() else {
         return Err(CliError::new(
             Code::Config,
-            anyhow!("the configuration has no [kafka] section (`cdrvault config default` shows one)"),
+            anyhow!(
+                "the configuration has no [kafka] section (`cdrvault config default` shows one)"
+            ),
         ));
     };
     if let Some(a) = args.metrics_address {
