@@ -106,6 +106,8 @@ struct Ctx {
     data_dir: PathBuf,
     metrics: Arc<Metrics>,
     state: Mutex<Assignment>,
+    /// Bumped after every change of `state`, so the loop re-reads it only then.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for Ctx {
@@ -171,6 +173,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "assigning partitions");
                 }
+                self.generation.fetch_add(1, Ordering::Release);
             }
             _ => {
                 let parts: Vec<Tp> = tpl
@@ -194,6 +197,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "revoking partitions");
                 }
+                self.generation.fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -334,6 +338,7 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
         data_dir: o.batch.data_dir.clone(),
         metrics: metrics.clone(),
         state: Mutex::default(),
+        generation: std::sync::atomic::AtomicU64::new(0),
     })?;
     let topics: Vec<&str> = o.kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -354,21 +359,31 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
         .map(|t| (t.clone(), Arc::from(t.as_str())))
         .collect();
     let result: Result<(), ServeError> = (|| {
+        // The loop's copy of the assignment, re-read when it changes.
+        let mut seen_generation = u64::MAX;
+        let mut assigned: HashSet<Tp> = HashSet::new();
+        let mut cuts: HashMap<Tp, i64> = HashMap::new();
+        // Reused lookup key: no allocation per message.
+        let mut key: Tp = (String::new(), 0);
         while !o.shutdown.load(Ordering::Relaxed) {
             metrics.beat();
             let msg = consumer.poll(Duration::from_millis(100));
-            // Revocations happen inside poll: drop their uncommitted work.
-            let (revoked, cuts) = match consumer.context().state.lock() {
-                Ok(mut st) => (std::mem::take(&mut st.revoked), st.cuts.clone()),
-                Err(_) => (Vec::new(), HashMap::new()),
-            };
-            if !revoked.is_empty() {
+            let generation = consumer.context().generation.load(Ordering::Acquire);
+            if generation != seen_generation {
+                seen_generation = generation;
+                // Revocations happen inside poll: drop their uncommitted work.
+                let revoked = match consumer.context().state.lock() {
+                    Ok(mut st) => {
+                        assigned = st.assigned.clone();
+                        cuts = st.cuts.clone();
+                        std::mem::take(&mut st.revoked)
+                    }
+                    Err(_) => Vec::new(),
+                };
                 for tp in revoked {
                     if let Some(s) = p.slices.remove(&tp) {
-                        if !cuts.contains_key(&tp) {
-                            p.records = p.records.saturating_sub(s.messages() as usize);
-                            p.bytes = p.bytes.saturating_sub(s.bytes());
-                        }
+                        p.records = p.records.saturating_sub(s.messages() as usize);
+                        p.bytes = p.bytes.saturating_sub(s.bytes());
                         metrics.add(&metrics.batches_discarded, 1);
                     }
                 }
@@ -381,16 +396,12 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
                     tracing::warn!(error = %e, "consumer error (retrying)");
                 }
                 Some(Ok(m)) => {
-                    let tp: Tp = (m.topic().to_owned(), m.partition());
-                    let assigned = consumer
-                        .context()
-                        .state
-                        .lock()
-                        .map(|s| s.assigned.contains(&tp))
-                        .unwrap_or(false);
-                    if assigned {
+                    key.0.clear();
+                    key.0.push_str(m.topic());
+                    key.1 = m.partition();
+                    if assigned.contains(&key) {
                         let offset = m.offset();
-                        let cut = cuts.get(&tp).copied();
+                        let cut = cuts.get(&key).copied();
                         if cut.is_some_and(|c| offset > c) {
                             // The re-run range ended before this offset (its
                             // last message is gone): store what we have.
@@ -404,16 +415,21 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
                                 &mut summary,
                                 true,
                             )?;
+                            seen_generation = u64::MAX;
                         }
                         let payload = m.payload().unwrap_or(&[]);
-                        let stream = topic_names
-                            .get(m.topic())
-                            .cloned()
-                            .unwrap_or_else(|| Arc::from(m.topic()));
-                        let s = p
-                            .slices
-                            .entry(tp.clone())
-                            .or_insert_with(|| StreamSlice::new(stream, tp.1, o.chunk_bytes));
+                        let s = match p.slices.get_mut(&key) {
+                            Some(s) => s,
+                            None => {
+                                let stream = topic_names
+                                    .get(m.topic())
+                                    .cloned()
+                                    .unwrap_or_else(|| Arc::from(m.topic()));
+                                p.slices
+                                    .entry(key.clone())
+                                    .or_insert_with(|| StreamSlice::new(stream, key.1, o.chunk_bytes))
+                            }
+                        };
                         s.push(offset, payload);
                         metrics.add(&metrics.messages_consumed, 1);
                         summary.messages += 1;
@@ -443,6 +459,7 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
                     &mut summary,
                     force,
                 )?;
+                seen_generation = u64::MAX;
             }
         }
         tracing::info!("shutting down: storing and committing what was consumed");
