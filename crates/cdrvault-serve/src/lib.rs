@@ -1,11 +1,13 @@
 //! `cdrvault serve`: a Kafka consumer-group service on the ingest pipeline.
 //!
 //! ```text
-//! poll ─▶ per topic-partition StreamSlice ─▶ (batch full / old / shutdown)
+//! consumer thread: poll ─▶ per topic-partition StreamSlice ─▶ (batch full /
+//!   old / shutdown) ─▶ hand the batch to the store thread ─▶ keep polling;
+//!   commit the offsets of batches the store thread finished
+//! store thread (one batch at a time, in order):
 //!   process_slices (decode, protect, partition; staged Parquet files)
 //!   ─▶ dead letters produced and acknowledged
 //!   ─▶ files published under (topic, partition, first, last) names
-//!   ─▶ offsets committed
 //! ```
 //!
 //! Exactly-once effect: the store, not Kafka, is the source of truth. On
@@ -108,7 +110,13 @@ struct Ctx {
     state: Mutex<Assignment>,
     /// Bumped after every change of `state`, so the loop re-reads it only then.
     generation: std::sync::atomic::AtomicU64,
+    /// Batches handed to the store thread and not yet published or failed.
+    inflight: Mutex<u64>,
+    idle: std::sync::Condvar,
 }
+
+/// How long a revocation waits for the batch being stored.
+const REVOKE_WAIT: Duration = Duration::from_secs(120);
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -182,6 +190,14 @@ impl ConsumerContext for Ctx {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?parts, "partitions revoked; uncommitted work is discarded");
+                // A batch being stored finishes (publishes) before the
+                // partitions can move: the next owner scans a settled store.
+                if let Ok(n) = self.inflight.lock() {
+                    let r = self.idle.wait_timeout_while(n, REVOKE_WAIT, |n| *n > 0);
+                    if r.is_ok_and(|(_, t)| t.timed_out()) {
+                        tracing::error!("revocation did not wait for the batch being stored");
+                    }
+                }
                 if let Ok(mut st) = self.state.lock() {
                     for tp in &parts {
                         st.assigned.remove(tp);
@@ -339,6 +355,8 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
         metrics: metrics.clone(),
         state: Mutex::default(),
         generation: std::sync::atomic::AtomicU64::new(0),
+        inflight: Mutex::new(0),
+        idle: std::sync::Condvar::new(),
     })?;
     let topics: Vec<&str> = o.kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -358,172 +376,155 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
         .iter()
         .map(|t| (t.clone(), Arc::from(t.as_str())))
         .collect();
-    let result: Result<(), ServeError> = (|| {
-        // The loop's copy of the assignment, re-read when it changes.
-        let mut seen_generation = u64::MAX;
-        let mut assigned: HashSet<Tp> = HashSet::new();
-        let mut cuts: HashMap<Tp, i64> = HashMap::new();
-        // Reused lookup key: no allocation per message.
-        let mut key: Tp = (String::new(), 0);
-        while !o.shutdown.load(Ordering::Relaxed) {
-            metrics.beat();
-            let msg = consumer.poll(Duration::from_millis(100));
-            let generation = consumer.context().generation.load(Ordering::Acquire);
-            if generation != seen_generation {
-                seen_generation = generation;
-                // Revocations happen inside poll: drop their uncommitted work.
-                let revoked = match consumer.context().state.lock() {
-                    Ok(mut st) => {
-                        assigned = st.assigned.clone();
-                        cuts = st.cuts.clone();
-                        std::mem::take(&mut st.revoked)
-                    }
-                    Err(_) => Vec::new(),
-                };
-                for tp in revoked {
-                    if let Some(s) = p.slices.remove(&tp) {
-                        p.records = p.records.saturating_sub(s.messages() as usize);
-                        p.bytes = p.bytes.saturating_sub(s.bytes());
-                        metrics.add(&metrics.batches_discarded, 1);
-                    }
+    // The store thread: process, dead letters, publish, one batch at a time
+    // (in order), while this thread keeps polling into the next batch.
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Vec<StreamSlice>>(0);
+    let (res_tx, res_rx) = std::sync::mpsc::channel::<Result<Stored, ServeError>>();
+    let result: Result<(), ServeError> = std::thread::scope(|scope| {
+        let ctx = consumer.context();
+        let (o2, dlq2, decoder2, metrics2) = (&o, &dlq, &decoder, &metrics);
+        scope.spawn(move || {
+            for slices in job_rx {
+                let r = store_batch(o2, dlq2, decoder2, metrics2, slices);
+                let failed = r.is_err();
+                if let Ok(mut n) = ctx.inflight.lock() {
+                    *n = n.saturating_sub(1);
+                }
+                ctx.idle.notify_all();
+                if res_tx.send(r).is_err() || failed {
+                    break;
                 }
             }
-            let mut force = false;
-            match msg {
-                None => {}
-                Some(Err(e)) => {
-                    metrics.add(&metrics.broker_errors, 1);
-                    tracing::warn!(error = %e, "consumer error (retrying)");
-                }
-                Some(Ok(m)) => {
-                    key.0.clear();
-                    key.0.push_str(m.topic());
-                    key.1 = m.partition();
-                    if assigned.contains(&key) {
-                        let offset = m.offset();
-                        let cut = cuts.get(&key).copied();
-                        if cut.is_some_and(|c| offset > c) {
-                            // The re-run range ended before this offset (its
-                            // last message is gone): store what we have.
-                            flush(
-                                &o,
-                                &consumer,
-                                &dlq,
-                                &decoder,
-                                &metrics,
-                                &mut p,
-                                &mut summary,
-                                true,
-                            )?;
-                            seen_generation = u64::MAX;
+        });
+        let mut committer = Committer { res_rx: &res_rx };
+        let r = (|| {
+            // The loop's copy of the assignment, re-read when it changes.
+            let mut seen_generation = u64::MAX;
+            let mut assigned: HashSet<Tp> = HashSet::new();
+            let mut cuts: HashMap<Tp, i64> = HashMap::new();
+            // Reused lookup key: no allocation per message.
+            let mut key: Tp = (String::new(), 0);
+            while !o.shutdown.load(Ordering::Relaxed) {
+                metrics.beat();
+                let msg = consumer.poll(Duration::from_millis(100));
+                let generation = consumer.context().generation.load(Ordering::Acquire);
+                if generation != seen_generation {
+                    seen_generation = generation;
+                    // Revocations happen inside poll: drop their uncommitted work.
+                    let revoked = match consumer.context().state.lock() {
+                        Ok(mut st) => {
+                            assigned = st.assigned.clone();
+                            cuts = st.cuts.clone();
+                            std::mem::take(&mut st.revoked)
                         }
-                        let payload = m.payload().unwrap_or(&[]);
-                        let s = match p.slices.get_mut(&key) {
-                            Some(s) => s,
-                            None => {
-                                let stream = topic_names
-                                    .get(m.topic())
-                                    .cloned()
-                                    .unwrap_or_else(|| Arc::from(m.topic()));
-                                p.slices
-                                    .entry(key.clone())
-                                    .or_insert_with(|| StreamSlice::new(stream, key.1, o.chunk_bytes))
+                        Err(_) => Vec::new(),
+                    };
+                    for tp in revoked {
+                        if let Some(s) = p.slices.remove(&tp) {
+                            p.records = p.records.saturating_sub(s.messages() as usize);
+                            p.bytes = p.bytes.saturating_sub(s.bytes());
+                            metrics.add(&metrics.batches_discarded, 1);
+                        }
+                    }
+                }
+                let mut force = false;
+                match msg {
+                    None => {}
+                    Some(Err(e)) => {
+                        metrics.add(&metrics.broker_errors, 1);
+                        tracing::warn!(error = %e, "consumer error (retrying)");
+                    }
+                    Some(Ok(m)) => {
+                        key.0.clear();
+                        key.0.push_str(m.topic());
+                        key.1 = m.partition();
+                        if assigned.contains(&key) {
+                            let offset = m.offset();
+                            let cut = cuts.get(&key).copied();
+                            if cut.is_some_and(|c| offset > c) {
+                                // The re-run range ended before this offset (its
+                                // last message is gone): store what we have.
+                                dispatch(&consumer, &job_tx, &mut p, true)?;
+                                seen_generation = u64::MAX;
                             }
-                        };
-                        s.push(offset, payload);
-                        metrics.add(&metrics.messages_consumed, 1);
-                        summary.messages += 1;
-                        if cut.is_none() {
-                            p.records += 1;
-                            p.bytes += payload.len();
-                            p.since.get_or_insert_with(Instant::now);
-                        }
-                        if cut == Some(offset) {
-                            force = true;
+                            let payload = m.payload().unwrap_or(&[]);
+                            let s = match p.slices.get_mut(&key) {
+                                Some(s) => s,
+                                None => {
+                                    let stream = topic_names
+                                        .get(m.topic())
+                                        .cloned()
+                                        .unwrap_or_else(|| Arc::from(m.topic()));
+                                    p.slices.entry(key.clone()).or_insert_with(|| {
+                                        StreamSlice::new(stream, key.1, o.chunk_bytes)
+                                    })
+                                }
+                            };
+                            s.push(offset, payload);
+                            metrics.add(&metrics.messages_consumed, 1);
+                            summary.messages += 1;
+                            if cut.is_none() {
+                                p.records += 1;
+                                p.bytes += payload.len();
+                                p.since.get_or_insert_with(Instant::now);
+                            }
+                            if cut == Some(offset) {
+                                force = true;
+                            }
                         }
                     }
                 }
+                let due = p.records >= o.kafka.max_batch_records
+                    || p.bytes >= o.kafka.max_batch_bytes
+                    || p.since
+                        .is_some_and(|t| t.elapsed() >= o.kafka.max_batch_age);
+                committer.collect(&consumer, &metrics, &mut summary, false)?;
+                if force || due {
+                    dispatch(&consumer, &job_tx, &mut p, force)?;
+                    seen_generation = u64::MAX;
+                }
             }
-            let due = p.records >= o.kafka.max_batch_records
-                || p.bytes >= o.kafka.max_batch_bytes
-                || p.since
-                    .is_some_and(|t| t.elapsed() >= o.kafka.max_batch_age);
-            if force || due {
-                flush(
-                    &o,
-                    &consumer,
-                    &dlq,
-                    &decoder,
-                    &metrics,
-                    &mut p,
-                    &mut summary,
-                    force,
-                )?;
-                seen_generation = u64::MAX;
-            }
-        }
-        tracing::info!("shutting down: storing and committing what was consumed");
-        flush(
-            &o,
-            &consumer,
-            &dlq,
-            &decoder,
-            &metrics,
-            &mut p,
-            &mut summary,
-            false,
-        )?;
-        Ok(())
-    })();
+            tracing::info!("shutting down: storing and committing what was consumed");
+            dispatch(&consumer, &job_tx, &mut p, false)?;
+            Ok(())
+        })();
+        drop(job_tx);
+        // Every dispatched batch is stored (or failed) before we return.
+        let c = committer.collect(&consumer, &metrics, &mut summary, true);
+        r.and(c)
+    });
     if let Err(e) = &result {
         metrics.failed.store(true, Ordering::Relaxed);
         tracing::error!(error = %e, "stopping; nothing was committed past stored data");
     }
     result?;
-    // A final synchronous commit of what the last flushes stored.
-    if let Ok(a) = consumer.assignment() {
-        if a.count() > 0 {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                // Nothing to commit is reported as an error too; harmless.
-                tracing::debug!(error = %e, "final commit");
-            }
-        }
-    }
     consumer.unsubscribe();
     Ok(summary)
 }
 
-/// Stores everything pending (except partitions waiting for the end of a
-/// re-run range, unless `with_cuts`): process, deliver dead letters, publish,
-/// commit.
-#[allow(clippy::too_many_arguments)]
-fn flush(
-    o: &ServeOptions,
+/// Hands everything pending to the store thread (except partitions waiting
+/// for the end of a re-run range, unless `with_cuts`).
+fn dispatch(
     consumer: &BaseConsumer<Ctx>,
-    dlq: &deadletter::DeadLetters,
-    decoder: &Arc<dyn Decoder>,
-    metrics: &Metrics,
+    jobs: &std::sync::mpsc::SyncSender<Vec<StreamSlice>>,
     p: &mut Pending,
-    summary: &mut ServeSummary,
     with_cuts: bool,
 ) -> Result<(), ServeError> {
-    let cuts: HashMap<Tp, i64> = consumer
-        .context()
-        .state
-        .lock()
-        .map(|s| s.cuts.clone())
-        .unwrap_or_default();
+    let ctx = consumer.context();
     let mut slices = Vec::new();
-    let keys: Vec<Tp> = p.slices.keys().cloned().collect();
-    for tp in keys {
-        let reached = match (cuts.get(&tp), p.slices.get(&tp).and_then(|s| s.range())) {
-            (Some(c), Some((_, last))) => last >= *c,
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-        if reached || with_cuts {
-            if let Some(s) = p.slices.remove(&tp) {
-                slices.push(s);
+    if let Ok(mut st) = ctx.state.lock() {
+        let keys: Vec<Tp> = p.slices.keys().cloned().collect();
+        for tp in keys {
+            let reached = match (st.cuts.get(&tp), p.slices.get(&tp).and_then(|s| s.range())) {
+                (Some(c), Some((_, last))) => last >= *c,
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if reached || with_cuts {
+                st.cuts.remove(&tp);
+                if let Some(s) = p.slices.remove(&tp) {
+                    slices.push(s);
+                }
             }
         }
     }
@@ -533,6 +534,35 @@ fn flush(
     if slices.is_empty() {
         return Ok(());
     }
+    if let Ok(mut n) = ctx.inflight.lock() {
+        *n += 1;
+    }
+    if jobs.send(slices).is_err() {
+        // The store thread stopped on an error; it is reported by collect.
+        if let Ok(mut n) = ctx.inflight.lock() {
+            *n = n.saturating_sub(1);
+        }
+    }
+    Ok(())
+}
+
+/// A batch made durable by the store thread.
+struct Stored {
+    offsets: Vec<(Arc<str>, i32, i64)>,
+    records: u64,
+    stored: u64,
+    dead_lettered: u64,
+}
+
+/// Process → dead letters acknowledged → files published. Runs on the
+/// store thread, one batch at a time, in dispatch order.
+fn store_batch(
+    o: &ServeOptions,
+    dlq: &deadletter::DeadLetters,
+    decoder: &Arc<dyn Decoder>,
+    metrics: &Metrics,
+    slices: Vec<StreamSlice>,
+) -> Result<Stored, ServeError> {
     let started = Instant::now();
     let protect = Protect::new(
         o.policy.clone(),
@@ -550,45 +580,98 @@ fn flush(
         metrics.add(&metrics.batches_discarded, n);
         return Err(e);
     }
-    let mut tpl = TopicPartitionList::new();
+    let mut out = Stored {
+        offsets: Vec::new(),
+        records: 0,
+        stored: 0,
+        dead_lettered: 0,
+    };
     for oc in &outcomes {
         let published = oc.publish()?;
-        account(metrics, summary, oc, published);
-        tpl.add_partition_offset(&oc.stream, oc.partition, Offset::Offset(oc.last + 1))?;
-    }
-    if let Ok(mut st) = consumer.context().state.lock() {
-        for oc in &outcomes {
-            let tp = (oc.stream.to_string(), oc.partition);
-            if st.cuts.get(&tp).is_some_and(|c| oc.last >= *c) || with_cuts {
-                st.cuts.remove(&tp);
-            }
-        }
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        metrics.add(&metrics.commits_failed, 1);
-        tracing::warn!(error = %e, "offset commit failed; the store remains the source of truth");
+        account(metrics, oc, published);
+        out.offsets
+            .push((oc.stream.clone(), oc.partition, oc.last + 1));
+        out.records += oc.summary.records;
+        out.stored += oc.summary.stored;
+        out.dead_lettered += oc.summary.rejected;
     }
     metrics.add(&metrics.batches, 1);
     metrics.observe_batch(started.elapsed());
-    summary.batches += 1;
-    let stored: u64 = outcomes.iter().map(|o| o.summary.stored).sum();
-    let records: u64 = outcomes.iter().map(|o| o.summary.records).sum();
     tracing::info!(
-        records,
-        stored,
+        records = out.records,
+        stored = out.stored,
         partitions = outcomes.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "batch stored and committed"
+        "batch stored"
     );
-    Ok(())
+    Ok(out)
 }
 
-fn account(
-    metrics: &Metrics,
-    summary: &mut ServeSummary,
-    oc: &SliceOutcome,
-    published: cdrvault_pipeline::Published,
-) {
+/// Commits the offsets of stored batches (on the consumer's thread).
+struct Committer<'a> {
+    res_rx: &'a std::sync::mpsc::Receiver<Result<Stored, ServeError>>,
+}
+
+impl Committer<'_> {
+    /// Commits what the store thread finished; with `all`, waits for every
+    /// dispatched batch and commits synchronously.
+    fn collect(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        metrics: &Metrics,
+        summary: &mut ServeSummary,
+        all: bool,
+    ) -> Result<(), ServeError> {
+        let mut tpl = TopicPartitionList::new();
+        let mut failure = None;
+        loop {
+            let r = if all {
+                match self.res_rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            } else {
+                match self.res_rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
+            match r {
+                Ok(s) => {
+                    for (t, p, next) in &s.offsets {
+                        tpl.add_partition_offset(t, *p, Offset::Offset(*next))?;
+                    }
+                    summary.batches += 1;
+                    summary.stored += s.stored;
+                    summary.dead_lettered += s.dead_lettered;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    if !all {
+                        break;
+                    }
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            let mode = if all {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
+            if let Err(e) = consumer.commit(&tpl, mode) {
+                metrics.add(&metrics.commits_failed, 1);
+                tracing::warn!(error = %e, "offset commit failed; the store remains the source of truth");
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn account(metrics: &Metrics, oc: &SliceOutcome, published: cdrvault_pipeline::Published) {
     let s = &oc.summary;
     metrics.add(&metrics.records_consumed, s.records);
     for (class, n) in &s.stored_by_class {
@@ -600,6 +683,4 @@ fn account(
     metrics.add(&metrics.files_published, published.files);
     metrics.add(&metrics.files_already_present, published.already_present);
     metrics.add(&metrics.bytes_written, published.bytes);
-    summary.stored += s.stored;
-    summary.dead_lettered += s.rejected;
 }
