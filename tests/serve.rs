@@ -67,12 +67,29 @@ fn config_for_group(
     batch_records: u64,
     batch_age_ms: u64,
 ) -> std::path::PathBuf {
-    let b = broker();
+    config_for_broker(
+        sb,
+        &broker().addr,
+        topic,
+        group,
+        batch_records,
+        batch_age_ms,
+    )
+}
+
+fn config_for_broker(
+    sb: &Sandbox,
+    addr: &str,
+    topic: &str,
+    group: &str,
+    batch_records: u64,
+    batch_age_ms: u64,
+) -> std::path::PathBuf {
     let mut t = cdrvault_config::DEFAULT_TOML.to_owned();
     for (from, to) in [
         (
             "brokers = \"localhost:9092\"",
-            format!("brokers = \"{}\"", b.addr),
+            format!("brokers = \"{addr}\""),
         ),
         ("topics = [\"cdr\"]", format!("topics = [\"{topic}\"]")),
         ("group_id = \"cdrvault\"", format!("group_id = \"{group}\"")),
@@ -470,6 +487,49 @@ fn two_instances_share_partitions_and_one_killed_loses_and_doubles_nothing() {
     // B held partitions before A died and took A's over after.
     assert!(bsvc.metric("cdrvault_rebalances_total") >= 2);
     let st = bsvc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    assert_exactly_once(&sb, &truth);
+}
+
+#[test]
+fn a_broker_that_is_down_at_start_is_retried_then_consumed_from() {
+    let port = free_port();
+    let topic = "cdr-late";
+    let sb = Sandbox::new();
+    let cfg = config_for_broker(
+        &sb,
+        &format!("127.0.0.1:{port}"),
+        topic,
+        "g-late",
+        1000,
+        200,
+    );
+    let log = sb.path("serve.log");
+    let mut svc = Service::start(&sb, &cfg);
+    // No broker yet: the service stays up, healthy, and says why it waits.
+    svc.wait_for(
+        "cdrvault_broker_errors_total",
+        1,
+        Duration::from_secs(60),
+        &log,
+    );
+    assert!(svc
+        .get("/healthz")
+        .is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("retr"),
+        "the log says it retries:\n{}",
+        tail(&log)
+    );
+    let b = Broker::start_on(port);
+    b.create_topic(topic, 1);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    let (lines, truth) = records(2000, 44, 0);
+    produce(&b, topic, 1, &lines);
+    wait_stored(&sb.data_dir(), truth.len(), Duration::from_secs(120), &log);
+    let st = svc.sigterm(Duration::from_secs(60));
     assert!(st.success(), "exit {st}:\n{}", tail(&log));
     assert_exactly_once(&sb, &truth);
 }

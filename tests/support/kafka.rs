@@ -63,8 +63,13 @@ pub fn kill_with_test_process(pid: u32) {
 /// The broker of this test binary, started on first use.
 pub fn broker() -> &'static Broker {
     static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| {
-        let port = free_port();
+    B.get_or_init(|| Broker::start_on(free_port()))
+}
+
+impl Broker {
+    /// Starts a broker of its own on `port` (memory storage) and waits until
+    /// it listens; a watchdog kills it when the test process ends.
+    pub fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child: Child = Command::new(tansu_bin())
             .args([
@@ -93,7 +98,7 @@ pub fn broker() -> &'static Broker {
         // The process handle is dropped on purpose: the watchdog reaps it.
         drop(child);
         Broker { addr, pid }
-    })
+    }
 }
 
 impl Broker {
