@@ -3,6 +3,8 @@
 //! truth, decrypting a store back to records, and searching bytes at rest for
 //! plaintext identifiers.
 
+pub mod kafka;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

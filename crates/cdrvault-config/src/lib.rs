@@ -51,6 +51,9 @@ pub struct RawConfig {
     pub keys: RawKeys,
     pub input: RawInput,
     pub ingest: RawIngest,
+    /// Only `cdrvault serve` needs it; a file for `ingest` may leave it out.
+    #[serde(default)]
+    pub kafka: Option<RawKafka>,
     pub retention: RawRetention,
     pub lookup: RawLookup,
     #[serde(default)]
@@ -112,6 +115,68 @@ impl Default for RawPurge {
 pub struct RawAudit {
     pub log_file: PathBuf,
     pub head_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub input_format: String,
+    #[serde(default)]
+    pub csv_columns: Vec<String>,
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_age_ms: u64,
+    pub dead_letter_topic: String,
+    pub metrics_address: String,
+    pub shutdown_timeout_ms: u64,
+    /// librdkafka properties, passed through unchanged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+/// A librdkafka property value as written in TOML. An unquoted dotted key
+/// (`fetch.min.bytes = 1`) is a nested table in TOML; it is flattened back
+/// to the dotted name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Table(BTreeMap<String, PropertyValue>),
+}
+
+fn flatten_properties(
+    prefix: &str,
+    m: &BTreeMap<String, PropertyValue>,
+    out: &mut BTreeMap<String, String>,
+) {
+    for (k, v) in m {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            PropertyValue::Bool(b) => {
+                out.insert(key, b.to_string());
+            }
+            PropertyValue::Int(i) => {
+                out.insert(key, i.to_string());
+            }
+            PropertyValue::Float(f) => {
+                out.insert(key, f.to_string());
+            }
+            PropertyValue::Str(s) => {
+                out.insert(key, s.clone());
+            }
+            PropertyValue::Table(t) => flatten_properties(&key, t, out),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +358,143 @@ pub struct AuditSettings {
     pub head_file: PathBuf,
 }
 
+/// Format of Kafka message payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    JsonLines,
+    /// CSV rows without a header; the columns are `csv_columns`.
+    Csv,
+}
+
+/// Settings of `cdrvault serve`.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub input_format: MessageFormat,
+    /// Column names of CSV messages, in order (empty: cdrvault's fields in
+    /// their canonical order, under the names of `[input.columns]`).
+    pub csv_columns: Vec<String>,
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_age: std::time::Duration,
+    pub dead_letter_topic: String,
+    pub metrics_address: std::net::SocketAddr,
+    pub shutdown_timeout: std::time::Duration,
+    /// librdkafka properties (flattened dotted names), passed through.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// librdkafka properties that `cdrvault serve` sets itself: the exactly-once
+/// design depends on them.
+pub const KAFKA_RESERVED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+
+/// True for a Kafka topic name (letters, digits, `.`, `_`, `-`; at most 249).
+pub fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
+    if k.brokers.trim().is_empty() {
+        return Err(invalid("kafka.brokers", "must name at least one broker"));
+    }
+    if k.topics.is_empty() {
+        return Err(invalid("kafka.topics", "must name at least one topic"));
+    }
+    if let Some(t) = k.topics.iter().find(|t| !valid_topic(t)) {
+        return Err(invalid(
+            "kafka.topics",
+            format!("{t:?} is not a Kafka topic name (letters, digits, '.', '_', '-')"),
+        ));
+    }
+    if k.group_id.trim().is_empty() {
+        return Err(invalid("kafka.group_id", "must not be empty"));
+    }
+    if !valid_topic(&k.dead_letter_topic) {
+        return Err(invalid(
+            "kafka.dead_letter_topic",
+            "must be a Kafka topic name",
+        ));
+    }
+    if k.topics.contains(&k.dead_letter_topic) {
+        return Err(invalid(
+            "kafka.dead_letter_topic",
+            "must not be one of kafka.topics",
+        ));
+    }
+    let input_format = match k.input_format.as_str() {
+        "jsonl" | "json" => MessageFormat::JsonLines,
+        "csv" => MessageFormat::Csv,
+        other => {
+            return Err(invalid(
+                "kafka.input_format",
+                format!("{other:?} is not one of jsonl, csv"),
+            ))
+        }
+    };
+    if k.max_batch_records == 0 {
+        return Err(invalid("kafka.max_batch_records", "must be at least 1"));
+    }
+    if k.max_batch_bytes < 4096 || k.max_batch_bytes > (4 << 30) {
+        return Err(invalid(
+            "kafka.max_batch_bytes",
+            "must be between 4 KiB and 4 GiB",
+        ));
+    }
+    if k.max_batch_age_ms == 0 {
+        return Err(invalid("kafka.max_batch_age_ms", "must be at least 1"));
+    }
+    if k.shutdown_timeout_ms == 0 {
+        return Err(invalid("kafka.shutdown_timeout_ms", "must be at least 1"));
+    }
+    let metrics_address = k.metrics_address.parse().map_err(|_| {
+        invalid(
+            "kafka.metrics_address",
+            format!(
+                "{:?} is not an address like 0.0.0.0:9464",
+                k.metrics_address
+            ),
+        )
+    })?;
+    let mut properties = BTreeMap::new();
+    flatten_properties("", &k.properties, &mut properties);
+    if let Some(p) = properties
+        .keys()
+        .find(|p| KAFKA_RESERVED_PROPERTIES.contains(&p.as_str()))
+    {
+        return Err(invalid(
+            "kafka.properties",
+            format!("{p:?} is set by cdrvault (use kafka.brokers / kafka.group_id; offsets are committed only after data is durable)"),
+        ));
+    }
+    Ok(KafkaSettings {
+        brokers: k.brokers.clone(),
+        topics: k.topics.clone(),
+        group_id: k.group_id.clone(),
+        input_format,
+        csv_columns: k.csv_columns.clone(),
+        max_batch_records: k.max_batch_records,
+        max_batch_bytes: k.max_batch_bytes,
+        max_batch_age: std::time::Duration::from_millis(k.max_batch_age_ms),
+        dead_letter_topic: k.dead_letter_topic.clone(),
+        metrics_address,
+        shutdown_timeout: std::time::Duration::from_millis(k.shutdown_timeout_ms),
+        properties,
+    })
+}
+
 /// Checked configuration. Constructed only by [`validate`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -300,6 +502,8 @@ pub struct Settings {
     pub keys: KeySettings,
     pub input: InputSettings,
     pub ingest: IngestSettings,
+    /// `None` when the file has no `[kafka]` section (`serve` then refuses to start).
+    pub kafka: Option<KafkaSettings>,
     pub retention: RetentionPolicy,
     pub lookup: LookupSettings,
     pub purge: PurgeSettings,
@@ -544,6 +748,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         ));
     }
     let lookup = validate_lookup(&raw)?;
+    let kafka = raw.kafka.as_ref().map(validate_kafka).transpose()?;
     Ok(Settings {
         storage: StorageSettings {
             data_dir: s.data_dir.clone(),
@@ -578,6 +783,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             chunk_bytes: g.chunk_bytes,
             dedup_record_ids: g.dedup_record_ids,
         },
+        kafka,
         retention,
         lookup,
         purge,
@@ -705,8 +911,70 @@ mod tests {
         let e =
             with(|t| *t = t.replace("[storage]\n", "[storage]\ndata_dri = \"x\"\n")).unwrap_err();
         assert!(e.to_string().contains("data_dri"), "{e}");
-        let e = with(|t| t.push_str("\n[kafka]\nbrokers = \"x\"\n")).unwrap_err();
-        assert!(e.to_string().contains("kafka"), "{e}");
+        let e = with(|t| t.push_str("\n[kafkaa]\nbrokers = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("kafkaa"), "{e}");
+        let e = with(|t| *t = t.replace("[kafka]\n", "[kafka]\nbroker = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("broker"), "{e}");
+    }
+
+    #[test]
+    fn kafka_settings_pass_librdkafka_properties_through() {
+        let s = with(|t| {
+            *t = t.replace(
+                "[kafka.properties]\n",
+                "[kafka.properties]\nfetch.min.bytes = 1\n\"client.id\" = \"cdrvault-a\"\n\"enable.partition.eof\" = false\n",
+            )
+        })
+        .unwrap();
+        let k = s.kafka.unwrap();
+        assert_eq!(k.properties["fetch.min.bytes"], "1");
+        assert_eq!(k.properties["client.id"], "cdrvault-a");
+        assert_eq!(k.properties["enable.partition.eof"], "false");
+        assert_eq!(k.input_format, MessageFormat::JsonLines);
+        // Properties the exactly-once design depends on are refused.
+        let e = with(|t| {
+            *t = t.replace(
+                "[kafka.properties]\n",
+                "[kafka.properties]\n\"enable.auto.commit\" = true\n",
+            )
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("kafka.properties"), "{e}");
+        // A file without [kafka] still serves `ingest`.
+        let start = DEFAULT_TOML.find("[kafka]").unwrap();
+        let end = DEFAULT_TOML.find("# Retention classes").unwrap();
+        let t = format!("{}{}", &DEFAULT_TOML[..start], &DEFAULT_TOML[end..]);
+        assert!(load(Source::Text(&t)).unwrap().kafka.is_none());
+    }
+
+    #[test]
+    fn kafka_values_are_checked() {
+        for (from, to, key) in [
+            ("topics = [\"cdr\"]", "topics = []", "kafka.topics"),
+            ("topics = [\"cdr\"]", "topics = [\"a b\"]", "kafka.topics"),
+            (
+                "metrics_address = \"127.0.0.1:9464\"",
+                "metrics_address = \"localhost\"",
+                "kafka.metrics_address",
+            ),
+            (
+                "dead_letter_topic = \"cdr-deadletter\"",
+                "dead_letter_topic = \"cdr\"",
+                "kafka.dead_letter_topic",
+            ),
+            (
+                "input_format = \"jsonl\"",
+                "input_format = \"avro\"",
+                "kafka.input_format",
+            ),
+        ] {
+            let e = with(|t| {
+                assert!(t.contains(from), "{from}");
+                *t = t.replace(from, to)
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains(key), "{to}: {e}");
+        }
     }
 
     #[test]

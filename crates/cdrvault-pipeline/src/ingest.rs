@@ -1,6 +1,6 @@
 //! Orchestration of one ingest run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -287,9 +287,33 @@ fn apply(
     summary: &mut IngestSummary,
     partitions: &mut std::collections::HashSet<cdrvault_store::PartitionKey>,
 ) -> Result<(), PipelineError> {
-    summary.records += o.records;
     for r in &o.rejected {
         dead.write(r)?;
+    }
+    for (key, batch) in account(o, protect, dedup.then_some(seen), summary)? {
+        let shard =
+            (xxhash_rust::xxh3::xxh3_64(key.to_string().as_bytes()) % shards.len() as u64) as usize;
+        if shards[shard].send((key.clone(), batch)).is_err() {
+            // The shard stopped on an error; it is reported when joined.
+            return Err(PipelineError::Thread("a writer shard stopped".into()));
+        }
+        partitions.insert(key);
+    }
+    Ok(())
+}
+
+/// Counts one chunk's outcome into `summary` (records, refused, expired,
+/// duplicates, stored per class), resolves repeated record ids in input
+/// order against `seen` (when deduplicating), and returns the batches to
+/// store. Shared by `ingest` and the batch API of `serve`.
+pub(crate) fn account(
+    o: &ChunkOutput,
+    protect: &Protect,
+    seen: Option<&mut hashbrown::HashSet<u128>>,
+    summary: &mut IngestSummary,
+) -> Result<Vec<(PartitionKey, arrow_array::RecordBatch)>, PipelineError> {
+    summary.records += o.records;
+    for r in &o.rejected {
         summary.rejected += 1;
         *summary
             .rejected_by_reason
@@ -304,7 +328,7 @@ fn apply(
             .or_default() += n;
     }
     // Resolve duplicates in input order (across the chunk's partitions).
-    let keep: Vec<Vec<bool>> = if dedup {
+    let keep: Vec<Vec<bool>> = if let Some(seen) = seen {
         let mut keep: Vec<Vec<bool>> = o
             .parts
             .iter()
@@ -327,7 +351,7 @@ fn apply(
     } else {
         Vec::new()
     };
-    let mut by_class: HashMap<&str, u64> = HashMap::new();
+    let mut out = Vec::with_capacity(o.parts.len());
     for (i, (key, batch, _)) in o.parts.iter().enumerate() {
         let batch = match keep.get(i) {
             Some(k) if k.iter().any(|x| !x) => {
@@ -340,18 +364,12 @@ fn apply(
             continue;
         }
         let rows = batch.num_rows() as u64;
-        let shard =
-            (xxhash_rust::xxh3::xxh3_64(key.to_string().as_bytes()) % shards.len() as u64) as usize;
-        if shards[shard].send((key.clone(), batch)).is_err() {
-            // The shard stopped on an error; it is reported when joined.
-            return Err(PipelineError::Thread("a writer shard stopped".into()));
-        }
-        partitions.insert(key.clone());
-        *by_class.entry(&key.class).or_default() += rows;
+        summary.stored += rows;
+        *summary
+            .stored_by_class
+            .entry(key.class.to_string())
+            .or_default() += rows;
+        out.push((key.clone(), batch));
     }
-    for (c, n) in by_class {
-        summary.stored += n;
-        *summary.stored_by_class.entry(c.to_owned()).or_default() += n;
-    }
-    Ok(())
+    Ok(out)
 }

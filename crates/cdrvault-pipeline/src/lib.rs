@@ -1,6 +1,10 @@
 //! The ingest pipeline, shared by `cdrvault ingest` (files, stdin) and
 //! `cdrvault serve` (Kafka).
 //!
+//! `ingest` runs the threads below over files; `serve` calls
+//! [`process_slices`] with batches of Kafka messages (same hot path, same
+//! accounting, same writer pool; see the `batch` module).
+//!
 //! ```text
 //! reader ──chunks──▶ workers (N) ──ChunkOutput──▶ writer (reorders by sequence)
 //!  split at line     decode, normalise,            dedup, WriterPool (Parquet),
@@ -12,11 +16,13 @@
 //! dead-letter entry, or a counted drop (expired on arrival, duplicate
 //! record id). [`IngestSummary::reconciles`] checks that the counts add up.
 
+mod batch;
 mod chunk;
 mod deadletter;
 mod ingest;
 mod input;
 
+pub use batch::{process_slices, BatchOptions, Published, SliceOutcome, StreamSlice};
 pub use chunk::{
     process_chunk, Chunk, ChunkOutput, Protect, RejectedRecord, DEAD_LETTER_KEY_CLASS,
 };

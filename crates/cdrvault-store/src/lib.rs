@@ -9,16 +9,23 @@
 //!   open files and bounded buffered bytes, writing each file under a hidden
 //!   temporary name, fsyncing it and renaming it into place.
 //! * [`reader`]: listing partitions and reading their files back.
+//! * [`stream`]: deterministic names for files written from an ordered
+//!   stream (Kafka topic-partition) and the recovery scan over them.
 
 pub mod batch;
 pub mod layout;
 pub mod reader;
 pub mod schema;
+pub mod stream;
 pub mod writer;
 
 pub use batch::{BatchBuilder, ProtectedRow};
 pub use layout::PartitionKey;
-pub use writer::{ClearCompression, FileMeta, PoolStats, WriterOptions, WriterPool, WrittenFile};
+pub use stream::{scan_stream_positions, StreamFile, StreamPosition};
+pub use writer::{
+    publish_staged, sync_dir, ClearCompression, FileMeta, PoolStats, WriterOptions, WriterPool,
+    WrittenFile,
+};
 
 use std::path::PathBuf;
 

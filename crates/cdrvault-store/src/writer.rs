@@ -119,13 +119,31 @@ pub fn writer_properties(
     b.build()
 }
 
-/// A finished, durable partition file.
+/// A finished, durable partition file. For a pool made with
+/// [`WriterPool::staged`], `path` is the fsynced hidden temporary, not yet
+/// visible to readers, until [`publish_staged`] renames it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
     pub partition: PartitionKey,
     pub path: PathBuf,
     pub rows: u64,
     pub bytes: u64,
+}
+
+/// Publishes a staged file under `name` in its partition directory: renames
+/// it into place unless a file of that name already exists (then the staged
+/// copy is removed: a deterministic name means the same rows were already
+/// published). Returns whether this call published it. The caller fsyncs the
+/// directory (once per directory, see [`sync_dir`]).
+pub fn publish_staged(file: &WrittenFile, name: &str) -> Result<bool, StoreError> {
+    let dir = file.path.parent().unwrap_or(Path::new("."));
+    let dest = dir.join(name);
+    if dest.exists() {
+        fs::remove_file(&file.path).map_err(io_err(&file.path))?;
+        return Ok(false);
+    }
+    fs::rename(&file.path, &dest).map_err(io_err(&dest))?;
+    Ok(true)
 }
 
 /// Counters of the pool.
@@ -157,6 +175,9 @@ pub struct WriterPool {
     stats: PoolStats,
     staged: HashMap<PartitionKey, Staged>,
     staged_bytes: usize,
+    /// False for [`WriterPool::staged`]: finished files stay under their
+    /// temporary names.
+    publish: bool,
 }
 
 #[derive(Default)]
@@ -202,6 +223,17 @@ impl WriterPool {
             stats: PoolStats::default(),
             staged: HashMap::new(),
             staged_bytes: 0,
+            publish: true,
+        }
+    }
+
+    /// A pool whose finished files are fsynced but left under their hidden
+    /// temporary names, for a caller that publishes a set of files under
+    /// names of its own once all of them are durable (see [`publish_staged`]).
+    pub fn staged(root: impl Into<PathBuf>, opts: WriterOptions, meta: FileMeta) -> Self {
+        WriterPool {
+            publish: false,
+            ..WriterPool::new(root, opts, meta)
         }
     }
 
@@ -408,13 +440,18 @@ impl WriterPool {
         file.sync_all().map_err(io_err(&tmp))?;
         let bytes = file.metadata().map_err(io_err(&tmp))?.len();
         drop(file);
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        if let Some(dir) = dest.parent() {
-            sync_dir(dir)?;
-        }
+        let path = if self.publish {
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            if let Some(dir) = dest.parent() {
+                sync_dir(dir)?;
+            }
+            dest
+        } else {
+            tmp
+        };
         let w = WrittenFile {
             partition: key.clone(),
-            path: dest,
+            path,
             rows,
             bytes,
         };
@@ -457,11 +494,17 @@ impl WriterPool {
         self.staged.values().map(|s| s.rows).sum()
     }
 
-    /// Abandons every open file (removes temporaries). Used when a run fails.
+    /// Abandons every open file (removes temporaries, and for a staged pool
+    /// the finished but unpublished ones too). Used when a run fails.
     pub fn abort(mut self) {
         for (_, f) in self.open.drain() {
             drop(f.writer);
             let _ = fs::remove_file(&f.tmp);
+        }
+        if !self.publish {
+            for f in &self.written {
+                let _ = fs::remove_file(&f.path);
+            }
         }
     }
 }
@@ -668,6 +711,27 @@ mod tests {
             stats.peak_buffered_bytes <= (1 << 20) + 512 * 1024,
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn staged_files_stay_hidden_until_published_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta());
+        pool.write(&key("mobile", 4), &batch(10, "s")).unwrap();
+        let (files, _) = pool.finish().unwrap();
+        assert_eq!(files.len(), 1);
+        let names = all_names(dir.path());
+        assert!(names[0].starts_with(".part-"), "{names:?}");
+        assert!(partition_files(dir.path(), &key("mobile", 4))
+            .unwrap()
+            .is_empty());
+        assert!(publish_staged(&files[0], "part-fixed-name.parquet").unwrap());
+        // A second copy of the same rows under the same name is not published.
+        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta());
+        pool.write(&key("mobile", 4), &batch(10, "s")).unwrap();
+        let (again, _) = pool.finish().unwrap();
+        assert!(!publish_staged(&again[0], "part-fixed-name.parquet").unwrap());
+        assert_eq!(all_names(dir.path()), vec!["part-fixed-name.parquet"]);
     }
 
     #[test]

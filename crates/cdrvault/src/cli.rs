@@ -58,6 +58,9 @@ pub enum InputFormatArg {
 pub enum Command {
     /// Ingest CDRs from files, directories or stdin into protected Parquet partitions.
     Ingest(IngestArgs),
+    /// Consume CDR topics from Kafka as a consumer group ([kafka] in the
+    /// configuration) until SIGTERM/SIGINT; serves /metrics and /healthz.
+    Serve(ServeArgs),
     /// Manage the key store (init, rotate the master key, list keys). Never prints key material.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -155,6 +158,16 @@ pub struct IngestArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Override storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Override kafka.metrics_address (host:port; port 0 picks a free one).
+    #[arg(long)]
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

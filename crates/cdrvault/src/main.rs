@@ -15,6 +15,7 @@ mod keys_cmd;
 mod output;
 mod purge_cmd;
 mod request_cmd;
+mod serve_cmd;
 
 use clap::Parser;
 
@@ -39,6 +40,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ingest(args) => {
             let settings = exit::load_settings(&cli.global)?;
             ingest_cmd::run(&settings, args)
+        }
+        Command::Serve(args) => {
+            let settings = exit::load_settings(&cli.global)?;
+            serve_cmd::run(&settings, args)
         }
         Command::Keys(cmd) => {
             let settings = exit::load_settings(&cli.global)?;

@@ -157,7 +157,6 @@ impl Journal for NoLog {
 
 /// The scheduled purge: as of now, by `purge.operator`, approved by the
 /// first of `purge.approvers`.
-#[allow(dead_code)] // called by `cdrvault serve` once it lands
 pub fn run_scheduled(settings: &Settings) -> Result<PurgeReport, CliError> {
     let approver = settings.purge.approvers.first().cloned();
     run_purge(

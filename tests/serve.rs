@@ -1,0 +1,616 @@
+//! End-to-end tests of `cdrvault serve` against a real Kafka-protocol broker
+//! (tansu on 127.0.0.1, one per test run): every valid record stored exactly
+//! once, malformed ones dead-lettered with reasons, kill -9 at random points
+//! and a second instance taking over, SIGTERM draining.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use cdrvault_e2e::kafka::{broker, free_port, kill_with_test_process, Broker};
+use cdrvault_e2e::{decrypt_store, find_plaintext, identifier_needles, Sandbox, Truth};
+
+/// Generated JSON Lines (one record per message) and their ground truth,
+/// dated over the last three days so nothing expires on arrival.
+fn records(count: u64, seed: u64, malformed_per_mille: u32) -> (Vec<Vec<u8>>, Vec<Truth>) {
+    let opts = cdrvault_synth::GenOptions {
+        count,
+        seed,
+        start: cdrvault_retention::kst_today(chrono::Utc::now()) - chrono::Duration::days(3),
+        days: 3,
+        format: cdrvault_synth::Format::JsonLines,
+        malformed_per_mille,
+        duplicate_per_mille: 0,
+        subscribers: 1000,
+        vary_spelling: true,
+    };
+    let mut out = Vec::new();
+    let mut truth = Vec::new();
+    cdrvault_synth::generate(&opts, &mut out, Some(&mut truth)).expect("generate");
+    let lines: Vec<Vec<u8>> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let truth: Vec<Truth> = String::from_utf8(truth)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("truth"))
+        .collect();
+    assert_eq!(lines.len(), truth.len());
+    (lines, truth)
+}
+
+fn produce(b: &Broker, topic: &str, partitions: i32, lines: &[Vec<u8>]) {
+    let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    b.produce(topic, partitions, &refs);
+}
+
+/// Writes a configuration for a topic: the embedded defaults with the
+/// test's [kafka] values (short sessions so a killed member is noticed fast).
+fn config(sb: &Sandbox, topic: &str, batch_records: u64, batch_age_ms: u64) -> std::path::PathBuf {
+    config_for_group(
+        sb,
+        topic,
+        &format!("g-{topic}"),
+        batch_records,
+        batch_age_ms,
+    )
+}
+
+fn config_for_group(
+    sb: &Sandbox,
+    topic: &str,
+    group: &str,
+    batch_records: u64,
+    batch_age_ms: u64,
+) -> std::path::PathBuf {
+    config_for_broker(
+        sb,
+        &broker().addr,
+        topic,
+        group,
+        batch_records,
+        batch_age_ms,
+    )
+}
+
+fn config_for_broker(
+    sb: &Sandbox,
+    addr: &str,
+    topic: &str,
+    group: &str,
+    batch_records: u64,
+    batch_age_ms: u64,
+) -> std::path::PathBuf {
+    let mut t = cdrvault_config::DEFAULT_TOML.to_owned();
+    for (from, to) in [
+        (
+            "brokers = \"localhost:9092\"",
+            format!("brokers = \"{addr}\""),
+        ),
+        ("topics = [\"cdr\"]", format!("topics = [\"{topic}\"]")),
+        ("group_id = \"cdrvault\"", format!("group_id = \"{group}\"")),
+        (
+            "dead_letter_topic = \"cdr-deadletter\"",
+            format!("dead_letter_topic = \"{topic}-dlq\""),
+        ),
+        (
+            "max_batch_records = 500000",
+            format!("max_batch_records = {batch_records}"),
+        ),
+        (
+            "max_batch_age_ms = 5000",
+            format!("max_batch_age_ms = {batch_age_ms}"),
+        ),
+        (
+            "[kafka.properties]\n",
+            "[kafka.properties]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n"
+                .to_owned(),
+        ),
+    ] {
+        assert!(t.contains(from), "{from}");
+        t = t.replace(from, &to);
+    }
+    let p = sb.path(&format!("{topic}-{group}.toml"));
+    std::fs::write(&p, t).expect("config");
+    p
+}
+
+struct Service {
+    child: Child,
+    metrics: String,
+}
+
+impl Service {
+    fn start(sb: &Sandbox, cfg: &Path) -> Service {
+        let port = free_port();
+        let child = sb
+            .cmd()
+            .args(["--config"])
+            .arg(cfg)
+            .args(["serve", "--metrics-address", &format!("127.0.0.1:{port}")])
+            .env("CDRVAULT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(sb.path("serve.log"))
+                    .expect("log"),
+            ))
+            .spawn()
+            .expect("start cdrvault serve");
+        kill_with_test_process(child.id());
+        Service {
+            child,
+            metrics: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(&self.metrics).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        self.get("/metrics")
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `metric >= n`.
+    fn wait_for(&mut self, name: &str, n: u64, timeout: Duration, log: &Path) {
+        let deadline = Instant::now() + timeout;
+        while self.metric(name) < n {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("serve exited early ({st}):\n{}", tail(log));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed below {n} (at {}):\n{}",
+                self.metric(name),
+                tail(log)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn sigterm(mut self, timeout: Duration) -> ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Rows currently published in the store.
+fn stored_rows(data_dir: &Path) -> usize {
+    let mut n = 0;
+    for k in cdrvault_store::reader::list_partitions(data_dir).unwrap_or_default() {
+        for f in cdrvault_store::reader::partition_files(data_dir, &k).unwrap_or_default() {
+            let file = std::fs::File::open(&f).expect("open");
+            let r = parquet::file::reader::SerializedFileReader::new(file).expect("parquet");
+            use parquet::file::reader::FileReader;
+            n += r.metadata().file_metadata().num_rows() as usize;
+        }
+    }
+    n
+}
+
+fn wait_stored(data_dir: &Path, n: usize, timeout: Duration, log: &Path) {
+    let deadline = Instant::now() + timeout;
+    while stored_rows(data_dir) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} rows stored:\n{}",
+            stored_rows(data_dir),
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The store holds exactly the valid records, each once.
+fn assert_exactly_once(sb: &Sandbox, truth: &[Truth]) {
+    let stored = decrypt_store(&sb.data_dir(), &sb.key_store());
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &stored {
+        *counts.entry(&r.record_id).or_default() += 1;
+    }
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(doubled.is_empty(), "records stored twice: {doubled:?}");
+    let want: BTreeSet<&str> = truth
+        .iter()
+        .filter(|t| t.kind == "valid")
+        .map(|t| t.record_id.as_str())
+        .collect();
+    let got: BTreeSet<&str> = counts.keys().copied().collect();
+    let missing: Vec<_> = want.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+    assert_eq!(stored.len(), want.len());
+}
+
+#[test]
+fn serve_stores_valid_records_once_dead_letters_the_rest_and_drains_on_sigterm() {
+    let b = broker();
+    let topic = "cdr-basic";
+    b.create_topic(topic, 3);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    let (lines, truth) = records(3000, 11, 20);
+    produce(b, topic, 3, &lines);
+    let sb = Sandbox::new();
+    // Batches never fill up or age out on their own: only the shutdown
+    // drain can store them.
+    let cfg = config(&sb, topic, 1_000_000, 600_000);
+    let log = sb.path("serve.log");
+    let mut svc = Service::start(&sb, &cfg);
+    svc.wait_for(
+        "cdrvault_messages_consumed_total",
+        lines.len() as u64,
+        Duration::from_secs(120),
+        &log,
+    );
+    assert!(svc
+        .get("/healthz")
+        .is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    assert_eq!(
+        stored_rows(&sb.data_dir()),
+        0,
+        "nothing stored before the drain"
+    );
+    let started = Instant::now();
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    eprintln!("drained in {:?}", started.elapsed());
+    assert_exactly_once(&sb, &truth);
+
+    // Malformed records: in the dead-letter topic with reason and origin.
+    let bad: Vec<&Truth> = truth.iter().filter(|t| t.kind != "valid").collect();
+    assert!(!bad.is_empty());
+    let dl = b.read_all(
+        &format!("{topic}-dlq"),
+        1,
+        bad.len(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(dl.len(), bad.len(), "one dead letter per malformed record");
+    let mut want_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &bad {
+        *want_reasons.entry(t.kind.clone()).or_default() += 1;
+    }
+    let mut got_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &dl {
+        *got_reasons
+            .entry(
+                m.header("cdrvault.reason")
+                    .expect("reason header")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+        assert_eq!(m.header("cdrvault.source.topic"), Some(topic));
+        let p: i32 = m
+            .header("cdrvault.source.partition")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let o: i64 = m.header("cdrvault.source.offset").unwrap().parse().unwrap();
+        assert!((0..3).contains(&p) && o >= 0);
+        assert_eq!(m.key.as_deref(), Some(format!("{topic}/{p}/{o}").as_str()));
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("json value");
+        assert!(v["sealed_record"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    assert_eq!(got_reasons, want_reasons);
+    // The dead letters hold no identifier in the clear.
+    let dump = sb.path("dlq-dump");
+    std::fs::write(
+        &dump,
+        dl.iter()
+            .flat_map(|m| m.payload.clone())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let needles = identifier_needles(&truth);
+    let hits = find_plaintext(&[dump, sb.data_dir(), sb.keys_dir(), log], &needles);
+    assert!(hits.is_empty(), "plaintext identifiers at rest: {hits:?}");
+}
+
+/// A pseudo-random sequence from the clock (printed, so a failure can be replayed).
+fn kill_points(n: usize, total: u64) -> Vec<u64> {
+    let mut x = std::env::var("CDRVAULT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("kill points seed: CDRVAULT_TEST_SEED={x}");
+    let mut v: Vec<u64> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            total / 10 + x % (total * 8 / 10)
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
+    let b = broker();
+    let topic = "cdr-kill";
+    b.create_topic(topic, 2);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    let (lines, truth) = records(12_000, 22, 5);
+    produce(b, topic, 2, &lines);
+    let sb = Sandbox::new();
+    let cfg = config(&sb, topic, 700, 200);
+    let log = sb.path("serve.log");
+    let valid = truth.iter().filter(|t| t.kind == "valid").count();
+    // Each run is killed once a (random) share of the records is stored:
+    // kills land in every phase of a batch (consuming, writing, publishing,
+    // committing) over the runs.
+    for point in kill_points(3, valid as u64) {
+        let mut svc = Service::start(&sb, &cfg);
+        let at = (point as usize)
+            .max(stored_rows(&sb.data_dir()) + 500)
+            .min(valid - 500);
+        wait_stored(&sb.data_dir(), at, Duration::from_secs(180), &log);
+        // Land between batches' phases, not right at a boundary.
+        std::thread::sleep(Duration::from_millis(point % 97));
+        let _ = svc.child.try_wait();
+        svc.kill9();
+        eprintln!("killed at {} stored rows", stored_rows(&sb.data_dir()));
+    }
+    let svc = Service::start(&sb, &cfg);
+    wait_stored(&sb.data_dir(), valid, Duration::from_secs(180), &log);
+    let _ = svc.metric("cdrvault_batches_total");
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    assert_exactly_once(&sb, &truth);
+
+    // A crash while publishing a batch leaves some of its files: remove one
+    // file of partition 0's last batch, and start under a new group id (no
+    // committed offsets: the store alone says where to resume). The batch is
+    // re-run over exactly its offsets; its present files are not written
+    // twice and the missing one reappears under the same name.
+    let mut last: Option<(cdrvault_store::StreamFile, std::path::PathBuf)> = None;
+    for f in cdrvault_e2e::files_under(&sb.data_dir()) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(sf) = cdrvault_store::StreamFile::parse(&name) {
+            if sf.partition == 0 && last.as_ref().is_none_or(|(l, _)| sf.last > l.last) {
+                last = Some((sf, f));
+            }
+        }
+    }
+    let (victim, path) = last.expect("a batch of partition 0");
+    assert!(victim.count >= 2, "batches span several days: {victim:?}");
+    let stem = |s: &cdrvault_store::StreamFile| (s.first, s.last, s.count);
+    let siblings = |dir: &Path| -> usize {
+        cdrvault_e2e::files_under(dir)
+            .iter()
+            .filter_map(|f| cdrvault_store::StreamFile::parse(&f.file_name()?.to_string_lossy()))
+            .filter(|s| s.partition == 0 && stem(s) == stem(&victim))
+            .count()
+    };
+    assert_eq!(siblings(&sb.data_dir()), victim.count as usize);
+    std::fs::remove_file(&path).unwrap();
+    assert!(stored_rows(&sb.data_dir()) < valid);
+    let cfg2 = config_for_group(&sb, topic, &format!("g-{topic}-fresh"), 700, 200);
+    let mut svc = Service::start(&sb, &cfg2);
+    wait_stored(&sb.data_dir(), valid, Duration::from_secs(120), &log);
+    svc.wait_for(
+        "cdrvault_files_already_present_total",
+        u64::from(victim.count - 1),
+        Duration::from_secs(30),
+        &log,
+    );
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    assert!(
+        path.exists(),
+        "the missing file is published under its old name"
+    );
+    assert_eq!(siblings(&sb.data_dir()), victim.count as usize);
+    assert_exactly_once(&sb, &truth);
+}
+
+#[test]
+fn two_instances_share_partitions_and_one_killed_loses_and_doubles_nothing() {
+    let b = broker();
+    let topic = "cdr-pair";
+    b.create_topic(topic, 4);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    let (lines, truth) = records(12_000, 33, 0);
+    produce(b, topic, 4, &lines);
+    let sb = Sandbox::new();
+    let cfg = config(&sb, topic, 500, 200);
+    let log = sb.path("serve.log");
+    // The key store exists before the instances start (as in a deployment:
+    // two instances racing to create it on first run is not a supported setup).
+    let init = sb.run(&["keys", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let a = Service::start(&sb, &cfg);
+    let bsvc = Service::start(&sb, &cfg);
+    wait_stored(&sb.data_dir(), 4000, Duration::from_secs(180), &log);
+    a.kill9();
+    eprintln!(
+        "instance A killed at {} stored rows",
+        stored_rows(&sb.data_dir())
+    );
+    wait_stored(&sb.data_dir(), truth.len(), Duration::from_secs(180), &log);
+    // B held partitions before A died and took A's over after.
+    assert!(bsvc.metric("cdrvault_rebalances_total") >= 2);
+    let st = bsvc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    assert_exactly_once(&sb, &truth);
+}
+
+#[test]
+fn a_broker_that_is_down_at_start_is_retried_then_consumed_from() {
+    let port = free_port();
+    let topic = "cdr-late";
+    let sb = Sandbox::new();
+    let cfg = config_for_broker(
+        &sb,
+        &format!("127.0.0.1:{port}"),
+        topic,
+        "g-late",
+        1000,
+        200,
+    );
+    let log = sb.path("serve.log");
+    let mut svc = Service::start(&sb, &cfg);
+    // No broker yet: the service stays up, healthy, and says why it waits.
+    svc.wait_for(
+        "cdrvault_broker_errors_total",
+        1,
+        Duration::from_secs(60),
+        &log,
+    );
+    assert!(svc
+        .get("/healthz")
+        .is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("retr"),
+        "the log says it retries:\n{}",
+        tail(&log)
+    );
+    let b = Broker::start_on(port);
+    b.create_topic(topic, 1);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    let (lines, truth) = records(2000, 44, 0);
+    produce(&b, topic, 1, &lines);
+    wait_stored(&sb.data_dir(), truth.len(), Duration::from_secs(120), &log);
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    assert_exactly_once(&sb, &truth);
+}
+
+#[test]
+fn serve_runs_the_scheduled_purge_with_the_privacy_officers_approval() {
+    // Data from more than a year ago, ingested with the clock of its own
+    // time so it was stored; by now every class of it has expired.
+    let sb = Sandbox::new();
+    let start = (chrono::Utc::now() - chrono::Duration::days(420))
+        .date_naive()
+        .to_string();
+    let csv = sb.path("old.csv");
+    let o = sb.run(&[
+        "generate",
+        "--start",
+        &start,
+        "--days",
+        "3",
+        "--count",
+        "300",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let now = format!("{start}T23:00:00+09:00");
+    let o = sb.run(&[
+        "ingest",
+        csv.to_str().unwrap(),
+        "--now",
+        &now,
+        "--no-progress",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stored_rows(&sb.data_dir()) > 0);
+
+    // No broker at all: the purge does not depend on Kafka.
+    let cfg = config_for_broker(
+        &sb,
+        &format!("127.0.0.1:{}", free_port()),
+        "cdr-purge",
+        "g-purge",
+        100,
+        200,
+    );
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(toml.contains("approvers = []"));
+    std::fs::write(
+        &cfg,
+        toml.replace("approvers = []", "approvers = [\"kim.privacy\"]"),
+    )
+    .unwrap();
+    let log = sb.path("serve.log");
+    let svc = Service::start(&sb, &cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let completed = loop {
+        let o = sb.run(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "audit",
+            "show",
+            "--kind",
+            "purge.completed",
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled purge:\n{}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(completed[0]["actor"], "scheduled-purge");
+    assert_eq!(stored_rows(&sb.data_dir()), 0, "expired data is gone");
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    let o = sb.run(&["--config", cfg.to_str().unwrap(), "audit", "verify"]);
+    assert!(o.status.success(), "{o:?}");
+}

