@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 
 use cdrvault_e2e::{
-    decrypt_store, files_under, find_plaintext, identifier_needles, read_truth, Sandbox,
-    StoredRecord, Truth,
+    decrypt_store, default_class, files_under, find_plaintext, identifier_needles, read_truth,
+    Sandbox, StoredRecord, Truth,
 };
 use serde_json::Value;
 
@@ -53,33 +53,11 @@ fn json_summary(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout).expect("json summary on stdout")
 }
 
-fn expected_class(t: &Truth) -> &'static str {
-    match (t.record_type.as_str(), t.service.as_str()) {
-        ("internet", _) | (_, "data") => "internet",
-        ("fixed_local", _) => "fixed",
-        _ => "mobile",
-    }
-}
-
 fn expected_records(truth: &[Truth]) -> Vec<StoredRecord> {
     let mut v: Vec<StoredRecord> = truth
         .iter()
         .filter(|t| t.kind == "valid")
-        .map(|t| StoredRecord {
-            class: expected_class(t).into(),
-            date: t.date.clone(),
-            record_id: t.record_id.clone(),
-            record_type: t.record_type.clone(),
-            service: t.service.clone(),
-            caller: t.caller.clone(),
-            callee: t.callee.clone(),
-            imsi: t.imsi.clone(),
-            imei: t.imei.clone(),
-            cell_id: t.cell_id.clone(),
-            ip: t.ip.clone(),
-            start_us: t.start_us,
-            end_us: t.end_us,
-        })
+        .map(|t| StoredRecord::from_truth(t, default_class(t)))
         .collect();
     v.sort();
     v

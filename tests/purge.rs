@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use cdrvault_e2e::{decrypt_store, files_under, read_truth, Sandbox, StoredRecord, Truth};
+use cdrvault_e2e::{
+    decrypt_store, default_class, files_under, read_truth, Sandbox, StoredRecord, Truth,
+};
 use cdrvault_retention::{kst_midnight, Period};
 use chrono::NaiveDate;
 use serde_json::Value;
@@ -39,32 +41,6 @@ fn period(class: &str) -> Period {
         "internet" => Period::Months(3),
         "billing" => Period::Months(60),
         _ => Period::UntilReleased,
-    }
-}
-
-fn class_of(t: &Truth) -> &'static str {
-    match (t.record_type.as_str(), t.service.as_str()) {
-        ("internet", _) | (_, "data") => "internet",
-        ("fixed_local", _) => "fixed",
-        _ => "mobile",
-    }
-}
-
-fn record(t: &Truth, class: &str) -> StoredRecord {
-    StoredRecord {
-        class: class.into(),
-        date: t.date.clone(),
-        record_id: t.record_id.clone(),
-        record_type: t.record_type.clone(),
-        service: t.service.clone(),
-        caller: t.caller.clone(),
-        callee: t.callee.clone(),
-        imsi: t.imsi.clone(),
-        imei: t.imei.clone(),
-        cell_id: t.cell_id.clone(),
-        ip: t.ip.clone(),
-        start_us: t.start_us,
-        end_us: t.end_us,
     }
 }
 
@@ -413,7 +389,7 @@ fn busiest(truth: &[Truth], as_of: &str) -> String {
     let mut n: BTreeMap<&str, usize> = BTreeMap::new();
     for t in truth
         .iter()
-        .filter(|t| period(class_of(t)).is_expired(d(&t.date), at))
+        .filter(|t| period(default_class(t)).is_expired(d(&t.date), at))
     {
         *n.entry(&t.caller).or_default() += 1;
         if let Some(c) = &t.callee {
@@ -430,8 +406,8 @@ fn held_truth(truth: &[Truth], number: &str, as_of: &str) -> Vec<StoredRecord> {
     let mut v: Vec<StoredRecord> = truth
         .iter()
         .filter(|r| r.caller == number || r.callee.as_deref() == Some(number))
-        .filter(|r| period(class_of(r)).is_expired(d(&r.date), t))
-        .map(|r| record(r, "legal_hold"))
+        .filter(|r| period(default_class(r)).is_expired(d(&r.date), t))
+        .map(|r| StoredRecord::from_truth(r, "legal_hold"))
         .collect();
     v.sort();
     v

@@ -171,6 +171,36 @@ pub struct StoredRecord {
     pub end_us: i64,
 }
 
+impl StoredRecord {
+    /// The record a generated one must be stored as, in `class`.
+    pub fn from_truth(t: &Truth, class: &str) -> StoredRecord {
+        StoredRecord {
+            class: class.into(),
+            date: t.date.clone(),
+            record_id: t.record_id.clone(),
+            record_type: t.record_type.clone(),
+            service: t.service.clone(),
+            caller: t.caller.clone(),
+            callee: t.callee.clone(),
+            imsi: t.imsi.clone(),
+            imei: t.imei.clone(),
+            cell_id: t.cell_id.clone(),
+            ip: t.ip.clone(),
+            start_us: t.start_us,
+            end_us: t.end_us,
+        }
+    }
+}
+
+/// The class the default rules give a generated record.
+pub fn default_class(t: &Truth) -> &'static str {
+    match (t.record_type.as_str(), t.service.as_str()) {
+        ("internet", _) | (_, "data") => "internet",
+        ("fixed_local", _) => "fixed",
+        _ => "mobile",
+    }
+}
+
 fn col<'a, T: 'static>(b: &'a arrow_array::RecordBatch, name: &str) -> &'a T {
     b.column_by_name(name)
         .unwrap_or_else(|| panic!("column {name}"))
