@@ -14,11 +14,13 @@
 mod ident;
 mod normalize;
 mod raw;
+mod target;
 mod time;
 
 pub use ident::{CellId, IdentifierKind, Imei, Imsi, IpAddr, Msisdn, Redacted};
 pub use normalize::{normalize, NormalizeOptions};
 pub use raw::{Field, RawRecord};
+pub use target::{Target, TargetError};
 pub use time::{parse_timestamp, TimestampError};
 
 use std::fmt;

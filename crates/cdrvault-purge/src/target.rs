@@ -3,7 +3,7 @@
 use std::fmt;
 
 use cdrvault_crypto::{Pseudonym, Pseudonymizer};
-use cdrvault_model::{IdentifierKind, Imei, Imsi, Msisdn};
+use cdrvault_model::{IdentifierKind, Target};
 use cdrvault_store::schema::col;
 use zeroize::Zeroizing;
 
@@ -97,14 +97,12 @@ impl HoldTarget {
 
     /// A target of `kind` from its value (normalised).
     pub fn new(kind: TargetKind, value: &str) -> Result<HoldTarget, PurgeError> {
-        let bad = |why: &'static str| PurgeError::BadTarget {
-            reason: format!("invalid {kind}: {why}"),
-        };
-        let canonical = match kind {
-            TargetKind::Msisdn => Msisdn::parse(value).map_err(bad)?.expose_e164().to_owned(),
-            TargetKind::Imsi => Imsi::parse(value.trim()).map_err(bad)?.expose().to_owned(),
-            TargetKind::Imei => Imei::parse(value.trim()).map_err(bad)?.expose().to_owned(),
-        };
+        let canonical = Target::parse(kind.name(), value.trim())
+            .map_err(|e| PurgeError::BadTarget {
+                reason: e.to_string(),
+            })?
+            .expose()
+            .to_owned();
         Ok(HoldTarget {
             kind,
             canonical: Zeroizing::new(canonical),
@@ -131,6 +129,7 @@ impl HoldTarget {
 mod tests {
     use super::*;
     use cdrvault_crypto::PseudonymKey;
+    use cdrvault_model::Msisdn;
 
     #[test]
     fn targets_normalise_and_never_print_their_value() {

@@ -429,17 +429,7 @@ impl WriterPool {
             rows,
             ..
         } = f;
-        let buf = writer.into_inner().map_err(|source| StoreError::Parquet {
-            path: tmp.clone(),
-            source,
-        })?;
-        let file = buf.into_inner().map_err(|e| StoreError::Io {
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        let bytes = file.metadata().map_err(io_err(&tmp))?.len();
-        drop(file);
+        let bytes = finish_durably(writer, &tmp)?;
         let path = if self.publish {
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
             if let Some(dir) = dest.parent() {
@@ -558,14 +548,7 @@ pub fn write_named_file(
         w.write(b).map_err(pq(&tmp))?;
         rows += b.num_rows() as u64;
     }
-    let buf = w.into_inner().map_err(pq(&tmp))?;
-    let file = buf.into_inner().map_err(|e| StoreError::Io {
-        path: tmp.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    let bytes = file.metadata().map_err(io_err(&tmp))?.len();
-    drop(file);
+    let bytes = finish_durably(w, &tmp)?;
     fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
     sync_dir(&dir)?;
     Ok(WrittenFile {
@@ -574,6 +557,21 @@ pub fn write_named_file(
         rows,
         bytes,
     })
+}
+
+/// Writes the footer of a temporary Parquet file, fsyncs it and returns
+/// its size. The caller renames it into place (or leaves it hidden).
+fn finish_durably(w: ArrowWriter<BufWriter<fs::File>>, tmp: &Path) -> Result<u64, StoreError> {
+    let buf = w.into_inner().map_err(|source| StoreError::Parquet {
+        path: tmp.to_owned(),
+        source,
+    })?;
+    let file = buf.into_inner().map_err(|e| StoreError::Io {
+        path: tmp.to_owned(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err(tmp))?;
+    Ok(file.metadata().map_err(io_err(tmp))?.len())
 }
 
 #[cfg(test)]

@@ -1,0 +1,68 @@
+//! The target of a lawful request or a legal hold: a number or a device,
+//! in canonical form. Shared by lookups and purge holds.
+
+use crate::{Imei, Imsi, Msisdn};
+
+/// What a lookup (or a hold) names. `Debug` and `Display` redact the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A number: matched as caller or callee.
+    Msisdn(Msisdn),
+    /// A subscriber identity: matched in `imsi_p`.
+    Imsi(Imsi),
+    /// A device identity: matched in `imei_p`.
+    Imei(Imei),
+}
+
+/// A target that does not parse. Holds no part of the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("unknown target kind {kind:?}: use msisdn, imsi or imei")]
+    UnknownKind { kind: String },
+    #[error("not a valid {kind}: {problem}")]
+    Invalid {
+        kind: &'static str,
+        problem: &'static str,
+    },
+}
+
+impl Target {
+    /// Parses `kind` (`msisdn`, `imsi`, `imei`) and a value in any accepted
+    /// spelling (numbers are normalised to E.164).
+    pub fn parse(kind: &str, value: &str) -> Result<Target, TargetError> {
+        let inv = |kind| move |problem| TargetError::Invalid { kind, problem };
+        match kind.to_ascii_lowercase().as_str() {
+            "msisdn" | "number" | "phone" => Msisdn::parse(value)
+                .map(Target::Msisdn)
+                .map_err(inv("msisdn")),
+            "imsi" => Imsi::parse(value).map(Target::Imsi).map_err(inv("imsi")),
+            "imei" => Imei::parse(value).map(Target::Imei).map_err(inv("imei")),
+            _ => Err(TargetError::UnknownKind {
+                kind: kind
+                    .chars()
+                    .filter(char::is_ascii_alphabetic)
+                    .take(16)
+                    .collect(),
+            }),
+        }
+    }
+
+    /// `msisdn`, `imsi` or `imei`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Msisdn(_) => "msisdn",
+            Target::Imsi(_) => "imsi",
+            Target::Imei(_) => "imei",
+        }
+    }
+
+    /// The canonical value. Plaintext: only for the lawful release and for
+    /// sealing into the access log.
+    pub fn expose(&self) -> &str {
+        match self {
+            Target::Msisdn(m) => m.expose_e164(),
+            Target::Imsi(i) => i.expose(),
+            Target::Imei(i) => i.expose(),
+        }
+    }
+}
