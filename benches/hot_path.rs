@@ -1,9 +1,15 @@
 //! Criterion benches of the ingest hot path, and of the two encryption
 //! designs the project considered (see ARCHITECTURE.md, "Encryption at rest").
 //!
-//! * `hot_path/per_row_aead`: decode → normalise → classify → 6 HMAC
+//! * `hot_path/per_row_aead`: decode → normalise → classify → 6 AES-CMAC
 //!   pseudonyms → AES-256-GCM seal of the identifier blob → Arrow batch →
 //!   Parquet bytes in memory. This is the shipped design (one worker thread).
+//! * `stages/*`, the same path cut into the stages of the per-record CPU
+//!   budget (ARCHITECTURE.md, pipeline): `decode_normalise` (CSV split +
+//!   normalise), `process_chunk` (all of a worker's work: decode … Arrow),
+//!   `parquet_encode` (the writer shards' work on the chunk's batches), and
+//!   `pool_write_and_publish` (a `WriterPool` writing them to files in a
+//!   temporary directory, fsync and rename included).
 //! * `encryption_cost/*`: the two designs on the same rows. Per-row AEAD costs
 //!   `per_row_aead_seal` plus writing the `sealed` column
 //!   (`write_shipped_batch_with_sealed_column` − `write_pseudonyms_only`);
@@ -68,6 +74,7 @@ fn setup() -> (tempfile::TempDir, Arc<Protect>, Chunk) {
         offset: 0,
         data: body,
         oversized: None,
+        frames: None,
     };
     (dir, protect, chunk)
 }
@@ -96,6 +103,7 @@ fn bench(c: &mut Criterion) {
     let meta = FileMeta {
         key_version: 1,
         origin: "bench".into(),
+        pseudonym_scheme: cdrvault_store::PseudonymScheme::CURRENT,
     };
     let mut g = c.benchmark_group("hot_path");
     g.throughput(Throughput::Elements(N));
@@ -104,10 +112,53 @@ fn bench(c: &mut Criterion) {
     g.bench_function("per_row_aead", |b| {
         b.iter(|| {
             let out = process_chunk(&chunk, &protect).unwrap();
-            let parts: Vec<_> = out.parts.into_iter().map(|(k, b, _)| (k, b)).collect();
+            let parts: Vec<_> = out.parts.into_iter().map(|p| (p.key, p.batch)).collect();
             to_parquet(&parts, |k| writer_properties(&opts, &meta, k))
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("stages");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("decode_normalise", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for line in chunk.data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(raw) = chunk.decoder.decode(line) {
+                    n += usize::from(cdrvault_model::normalize(&raw, &Default::default()).is_ok());
+                }
+            }
+            n
+        })
+    });
+    g.bench_function("process_chunk", |b| {
+        b.iter(|| process_chunk(&chunk, &protect).unwrap().parts.len())
+    });
+    let parts: Vec<_> = process_chunk(&chunk, &protect)
+        .unwrap()
+        .parts
+        .into_iter()
+        .map(|p| (p.key, p.batch))
+        .collect();
+    g.bench_function("parquet_encode", |b| {
+        b.iter(|| to_parquet(&parts, |k| writer_properties(&opts, &meta, k)))
+    });
+    g.bench_function("pool_write_and_publish", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut pool = cdrvault_store::WriterPool::new(dir.path(), opts.clone(), meta.clone());
+            for (k, batch) in &parts {
+                pool.write(k, batch).unwrap();
+            }
+            pool.finish().unwrap().0.len()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("hot_path_extra");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
 
     // Pseudonyms only; then the same plus plaintext identifier columns under
     // Parquet modular encryption. The identifier text columns are rebuilt from
@@ -124,7 +175,9 @@ fn bench(c: &mut Criterion) {
                 continue;
             };
             v.push([
-                c.caller.expose_e164().to_owned(),
+                c.caller
+                    .map(|m| m.expose_e164().to_owned())
+                    .unwrap_or_default(),
                 c.callee
                     .map(|m| m.expose_e164().to_owned())
                     .unwrap_or_default(),
@@ -173,8 +226,8 @@ fn bench(c: &mut Criterion) {
     let (key, shipped) = out
         .parts
         .into_iter()
-        .max_by_key(|(_, b, _)| b.num_rows())
-        .map(|(k, b, _)| (k, b))
+        .max_by_key(|p| p.batch.num_rows())
+        .map(|p| (p.key, p.batch))
         .unwrap();
     let rows = shipped.num_rows();
     let plain_ids = with_identifiers(&shipped, &ids);

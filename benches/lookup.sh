@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Lookup benchmark, reproducible:
 #   benches/lookup.sh [N_RECORDS]      (default 100,000,000)
+#   CDRVAULT_BIN=target/release/cdrvault benches/lookup.sh 10000000
+#                                      (10M: a before/after comparison that
+#                                      builds in minutes; the store is
+#                                      kept in target/bench-lookup-<N>)
 #
 # 1. builds a store of N synthetic CDRs over the last 91 days (3 months) with
 #    10,000,000 subscribers: one `cdrvault generate` per day, piped in date
@@ -29,6 +33,7 @@ WORK=$(cd "$WORK" && pwd)
 
 bash scripts/setup.sh >/dev/null
 PY=$PWD/.venv/bin/python
+BENCH_BIN=${BENCH_BIN:-${CDRVAULT_BIN:-}}
 if [ -z "${BENCH_BIN:-}" ]; then
   cargo build --release -p cdrvault -q
   BIN=$PWD/target/release/cdrvault
@@ -44,7 +49,7 @@ export CDRVAULT__INGEST__DEAD_LETTER_DIR="$WORK/deadletter"
 FIRST=$(date -u -d "$DAYS days ago" +%F)
 LAST=$(date -u -d "1 day ago" +%F)
 if [ ! -f "$WORK/store.done" ]; then
-  rm -rf "$WORK/data" "$WORK/keys" "$WORK/master.key" "$WORK/deadletter" "$WORK/audit" "$WORK/out"
+  rm -rf "$WORK/data" "$WORK/keys" "$WORK/master.key" "$WORK/deadletter" "$WORK/audit" "$WORK/out" "$WORK/operators.done"
   $BIN keys init >/dev/null
   PER_DAY=$(( (N + DAYS - 1) / DAYS ))
   echo "building a store of $N records ($PER_DAY per day, $FIRST..$LAST, $SUBSCRIBERS subscribers)..."
@@ -66,8 +71,21 @@ if [ -n "${BENCH_BUILD_ONLY:-}" ]; then exit 0; fi
 export CDRVAULT__AUDIT__LOG_FILE="$WORK/audit/access.log"
 export CDRVAULT__AUDIT__HEAD_FILE="$WORK/keys/audit-head.json"
 export CDRVAULT__LOOKUP__OUTPUT_DIR="$WORK/out"
-export CDRVAULT__OPERATORS__BENCH_REQ=requester
-export CDRVAULT__OPERATORS__BENCH_APP=approver
+# Operators sign with SSH keys registered in the access log (once per store).
+OPS="$WORK/operators"
+mkdir -p "$OPS"
+for who in bench_admin bench_req bench_app; do
+  [ -f "$OPS/$who" ] || ssh-keygen -q -t ed25519 -N '' -C "$who" -f "$OPS/$who"
+done
+export CDRVAULT__IDENTITY__BOOTSTRAP_ADMIN__NAME=bench_admin
+export CDRVAULT__IDENTITY__BOOTSTRAP_ADMIN__PUBLIC_KEY="$(cat "$OPS/bench_admin.pub")"
+if [ ! -f "$WORK/operators.done" ]; then
+  ADMIN=(--operator bench_admin --key "$OPS/bench_admin")
+  $BIN operator register "${ADMIN[@]}" >/dev/null
+  $BIN operator register "${ADMIN[@]}" --name bench_req --role requester --public-key-file "$OPS/bench_req.pub" >/dev/null
+  $BIN operator register "${ADMIN[@]}" --name bench_app --role approver --public-key-file "$OPS/bench_app.pub" >/dev/null
+  touch "$WORK/operators.done"
+fi
 
 # The number: subscriber 1,234,567 (fictional, 010-0123-4567).
 TARGET=+821001234567
@@ -78,11 +96,11 @@ RUN=$(date +%s)
 times=()
 for i in 0 1 2 3 4 5; do
   ID="KR-BENCH-$RUN-$i"
-  $BIN request create --operator bench_req --id "$ID" --authority "bench" --warrant "bench-$i" \
+  $BIN request create --operator bench_req --key "$OPS/bench_req" --id "$ID" --authority "bench" --warrant "bench-$i" \
     --target "msisdn:$TARGET" --from "$FROM" --to "$TO" >/dev/null
-  $BIN request approve --operator bench_app "$ID" >/dev/null
+  $BIN request approve --operator bench_app --key "$OPS/bench_app" "$ID" >/dev/null
   t0=$(date +%s.%N)
-  $BIN request execute --operator bench_req "$ID" --no-progress --format json > "$WORK/execute-$i.json"
+  $BIN request execute --operator bench_req --key "$OPS/bench_req" "$ID" --no-progress --format json > "$WORK/execute-$i.json"
   t1=$(date +%s.%N)
   if [ "$i" -gt 0 ]; then times+=("$($PY -c "print(($t1 - $t0) * 1000)")"); fi
 done
@@ -112,7 +130,8 @@ PYEOF
 )
 read -r DUCK_MS DUCK_COLD_MS DUCK_ROWS <<< "$DUCK"
 
-printf '\nstore:                 %d records, %s..%s, %s\n' "$N" "$FROM" "$TO" "$(du -sh "$WORK/data" | cut -f1)"
+FILES=$(find "$WORK/data" -name 'part-*.parquet' | wc -l)
+printf '\nstore:                 %d records, %s..%s, %s in %d files\n' "$N" "$FROM" "$TO" "$(du -sh "$WORK/data" | cut -f1)" "$FILES"
 printf 'cdrvault execute:      %8.1f ms warm (median of 5; whole command incl. access log + output)  rows/stats: %s\n' "$CDR_MS" "$ROWS"
 printf 'duckdb same query:     %8.1f ms warm (median of 3; first run %s ms)  rows: %s\n' "$DUCK_MS" "$DUCK_COLD_MS" "$DUCK_ROWS"
 printf 'ratio duckdb/cdrvault: %.1fx\n' "$($PY -c "print($DUCK_MS / $CDR_MS)")"

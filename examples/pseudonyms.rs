@@ -30,7 +30,7 @@ fn main() {
             .existing_period_keys(&info.class, info.date)
             .expect("keys")
             .expect("period keys");
-        let p = Pseudonymizer::new(&pk.pseudonym).pseudonym_msisdn(&number);
+        let p = Pseudonymizer::new(&pk.pseudonym, pk.pseudonym_scheme).pseudonym_msisdn(&number);
         println!("{} {} {}", info.class, info.date, hex::encode(p.0));
     }
 }

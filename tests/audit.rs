@@ -3,15 +3,25 @@
 //! with exit code 6.
 
 use cdrvault_audit::{AuditLog, AuditPaths, Event};
-use cdrvault_e2e::Sandbox;
+use cdrvault_e2e::{request_create, succeeded, Sandbox, OPERATORS};
 use serde_json::json;
 
-/// A sandbox with keys and `n` entries appended through the library (the
-/// request and purge commands append through the same code).
+/// Entries every sandbox with operators starts with: the bootstrap
+/// administrator's registration and one per operator.
+const REGISTRATIONS: usize = OPERATORS.len() + 1;
+
+/// A sandbox with keys, the operators registered, and `n` lawful requests
+/// created by kim through the signed desk (`request.created`, target
+/// sealed); plus a handle on its log with the audit key (what someone
+/// holding the master key has).
 fn sandbox_with_log(n: usize) -> (Sandbox, AuditLog) {
-    let sb = Sandbox::new();
-    let out = sb.run(&["keys", "init"]);
-    assert!(out.status.success(), "{out:?}");
+    let sb = Sandbox::with_operators();
+    let (from, to) = ("2026-01-01", "2026-01-31");
+    for i in 0..n {
+        let id = format!("KR-POL-2026-{i:04}");
+        let args = request_create("kim", &id, "msisdn:010-5550-1234", from, to);
+        succeeded("request create", &sb.run(&args));
+    }
     let key = sb.key_store().audit_key().unwrap();
     let log = AuditLog::open(
         AuditPaths {
@@ -21,16 +31,6 @@ fn sandbox_with_log(n: usize) -> (Sandbox, AuditLog) {
         Some(key),
     )
     .unwrap();
-    for i in 0..n {
-        let target = log.seal_text("request-target", "+821055501234").unwrap();
-        log.append(Event::new(
-            "request.created",
-            "kim",
-            format!("KR-POL-2026-{i:04}"),
-            json!({"target": target}),
-        ))
-        .unwrap();
-    }
     (sb, log)
 }
 
@@ -57,30 +57,41 @@ fn an_untouched_log_verifies_and_every_kind_of_tampering_exits_6() {
     let (sb, _log) = sandbox_with_log(6);
     let (code, v) = verify(&sb);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["entries"], 6);
+    assert_eq!(v["entries"], REGISTRATIONS + 6);
+    assert_eq!(v["signed_entries"], REGISTRATIONS + 6);
     assert_eq!(v["intact"], true);
     assert_eq!(v["macs_checked"], true);
     let pristine = lines(&sb);
     let head = std::fs::read(sb.audit_head()).unwrap();
 
+    // Line numbers of the requests, after the registrations.
+    const R: usize = REGISTRATIONS;
     type Tamper = fn(&mut Vec<String>);
     let cases: [(&str, Tamper, &str); 5] = [
         (
             "edit one byte",
-            |l| l[2] = l[2].replacen("kim", "kiM", 1),
+            |l| l[R + 2] = l[R + 2].replacen("Seoul", "Seoui", 1),
             "hash_mismatch",
         ),
-        ("delete an entry", |l| drop(l.remove(3)), "out_of_sequence"),
+        (
+            "delete an entry",
+            |l| drop(l.remove(R + 3)),
+            "out_of_sequence",
+        ),
         (
             "insert an entry",
             |l| {
-                let c = l[1].clone();
-                l.insert(4, c)
+                let c = l[R + 1].clone();
+                l.insert(R + 4, c)
             },
             "out_of_sequence",
         ),
-        ("swap two entries", |l| l.swap(1, 2), "out_of_sequence"),
-        ("truncate", |l| l.truncate(4), "truncated"),
+        (
+            "swap two entries",
+            |l| l.swap(R + 1, R + 2),
+            "out_of_sequence",
+        ),
+        ("truncate", |l| l.truncate(R + 4), "truncated"),
     ];
     for (what, tamper, expected) in cases {
         let mut l = pristine.clone();
@@ -147,10 +158,13 @@ fn export_gives_the_period_verbatim_and_holds_no_plaintext_target() {
     assert_eq!(exported.lines().collect::<Vec<_>>(), lines(&sb));
     assert!(!exported.contains("821055501234") && !exported.contains("5550-1234"));
     // The sealed target opens with the key.
-    let e = &log.entries().unwrap()[0];
+    let e = &log.entries().unwrap()[REGISTRATIONS];
     assert_eq!(
         &*log
-            .open_text("request-target", e.data["target"].as_str().unwrap())
+            .open_text(
+                "request-target",
+                e.data["targets"][0]["sealed"].as_str().unwrap()
+            )
             .unwrap(),
         "+821055501234"
     );
@@ -180,7 +194,7 @@ fn export_gives_the_period_verbatim_and_holds_no_plaintext_target() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let csv = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(csv.lines().count(), 5);
+    assert_eq!(csv.lines().count(), 1 + REGISTRATIONS + 4);
     assert!(csv.starts_with("seq,at,kind,actor,subject,data,hash\n"));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -198,14 +212,15 @@ fn export_gives_the_period_verbatim_and_holds_no_plaintext_target() {
 
 #[test]
 fn show_filters_by_kind_and_subject() {
-    let (sb, log) = sandbox_with_log(3);
-    log.append(Event::new(
-        "request.approved",
+    let (sb, _log) = sandbox_with_log(3);
+    let approve = [
+        "request",
+        "approve",
+        "--operator",
         "lee",
         "KR-POL-2026-0001",
-        json!({}),
-    ))
-    .unwrap();
+    ];
+    succeeded("request approve", &sb.run(&approve));
     let out = sb.run(&[
         "audit",
         "show",
@@ -227,4 +242,71 @@ fn show_filters_by_kind_and_subject() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
+}
+
+/// Starts `cdrvault args`, reads at most one line of its output and closes
+/// the pipe, as `| head -1` does; returns the exit code and stderr.
+fn head_1(sb: &Sandbox, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let mut child = sb
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cdrvault");
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _ = out.read_line(&mut first);
+    drop(out);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap().code(), err)
+}
+
+#[test]
+fn printing_commands_stop_quietly_when_the_reader_goes_away() {
+    let (sb, log) = sandbox_with_log(0);
+    // more output than a pipe buffers (64 KiB), so the writer must meet
+    // the closed pipe (appended through the library: only their size
+    // matters here, nothing verifies them)
+    let pad = "x".repeat(1500);
+    for i in 0..60 {
+        log.append(Event::new(
+            "hold.released",
+            "officer",
+            format!("h{i}"),
+            json!({ "reason": pad }),
+        ))
+        .unwrap();
+    }
+    for args in [
+        &["audit", "show"][..],
+        &["audit", "show", "--format", "json"],
+        &[
+            "audit",
+            "export",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2999-12-31",
+        ],
+        &["hold", "list", "--all"],
+        &["config", "default"],
+        &["keys", "list"],
+        &["ingest", "--sample", "2000", "--no-progress"],
+        &["operator", "list", "--all"],
+    ] {
+        let (code, err) = head_1(&sb, args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+    }
 }

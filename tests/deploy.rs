@@ -233,3 +233,22 @@ fn the_checker_catches_wrong_options_and_keys() {
 }
 
 use serde::Deserialize as _;
+
+/// The Kubernetes ConfigMap carries `config/serve.toml` verbatim, so the
+/// two cannot drift apart (new rules, key providers, sections).
+#[test]
+fn the_configmap_holds_config_serve_toml_verbatim() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("deploy/k8s/configmap.yaml")).unwrap(),
+    )
+    .unwrap();
+    let embedded = map["data"]["cdrvault.toml"]
+        .as_str()
+        .expect("data.cdrvault.toml");
+    let serve = std::fs::read_to_string(root.join("config/serve.toml")).unwrap();
+    assert!(
+        embedded == serve,
+        "deploy/k8s/configmap.yaml differs from config/serve.toml: copy it again"
+    );
+}

@@ -327,6 +327,16 @@ fn unknown_config_keys_are_refused_with_exit_code_3() {
 #[test]
 fn keys_list_shows_per_day_keys_and_never_key_material() {
     let sb = Sandbox::new();
+    let o = sb.run(&["keys", "init", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let init: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            init["provider"].as_str(),
+            init["master_key_created"].as_bool()
+        ),
+        (Some("file"), Some(true))
+    );
     let (input, _) = generate(
         &sb,
         "cdrs.csv",
@@ -343,7 +353,7 @@ fn keys_list_shows_per_day_keys_and_never_key_material() {
     );
     let master = std::fs::read_to_string(sb.master_key()).unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(!out.contains(master.trim()));
+    assert!(!out.contains(master.trim()) && !init.to_string().contains(master.trim()));
     assert!(!out.contains("ciphertext") && !out.contains("wrapped"));
 }
 
@@ -353,8 +363,11 @@ fn master_key_rotation_keeps_every_record_readable() {
     let (input, truth) = generate(&sb, "cdrs.csv", &["--count", "2000"]);
     json_summary(&sb.run(&["ingest", input.to_str().unwrap(), "--format", "json"]));
     let old = std::fs::read_to_string(sb.master_key()).unwrap();
-    let o = sb.run(&["keys", "rotate"]);
+    let o = sb.run(&["keys", "rotate", "--format", "json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["rewrapped"].as_u64().unwrap() > 0, "{r}");
+    assert_ne!(r["old_master_key_id"], r["new_master_key_id"]);
     let new = std::fs::read_to_string(sb.master_key()).unwrap();
     assert_ne!(old, new);
     let mode = std::fs::metadata(sb.master_key())
@@ -418,6 +431,100 @@ fn a_directory_of_carrier_exports_is_ingested_through_a_column_mapping() {
     assert_eq!(s["stored_by_class"]["mobile"], 2);
     assert_eq!(s["stored_by_class"]["fixed"], 1);
     let stored = decrypt_store(&sb.data_dir(), &sb.key_store());
-    let callers: BTreeSet<&str> = stored.iter().map(|r| r.caller.as_str()).collect();
+    let callers: BTreeSet<&str> = stored.iter().filter_map(|r| r.caller.as_deref()).collect();
     assert_eq!(callers, BTreeSet::from(["+821011112222", "+8223334444"]));
+}
+
+/// Dead-letter entries of a run: (line, reason code text).
+fn dead_letters(s: &Value) -> Vec<Value> {
+    let Some(path) = s["dead_letter_file"].as_str() else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_quoted_csv_field_holding_line_breaks_stays_one_record_across_chunks() {
+    let sb = Sandbox::new();
+    let (input, truth) = generate(&sb, "cdrs.csv", &["--count", "400"]);
+    // Add a free-text column the mapping ignores; every third record's
+    // remark spans lines (LF and CRLF inside quotes, a doubled quote), and
+    // chunks are small, so many chunk boundaries fall near such records.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let remark = match (i, i % 3) {
+            (0, _) => "remarks".to_owned(),
+            (_, 0) => format!("\"call {i}\nwas \"\"dropped\"\"\r\nthen retried\n\""),
+            _ => "plain".to_owned(),
+        };
+        out.push_str(&format!("{line},{remark}\n"));
+    }
+    // A broken record after a multi-line one: its dead letter names its line.
+    out.push_str("not-a-record,\"x\ny\"\n");
+    let physical_line = out.lines().count() - 1;
+    let path = sb.path("remarks.csv");
+    std::fs::write(&path, &out).unwrap();
+    let o = sb
+        .cmd()
+        .args(["ingest", path.to_str().unwrap(), "--format", "json"])
+        .env("CDRVAULT__INPUT__IGNORE_UNKNOWN_COLUMNS", "true")
+        .env("CDRVAULT__INGEST__CHUNK_BYTES", "4096")
+        .output()
+        .unwrap();
+    let s = json_summary(&o);
+    assert_eq!(s["records"], 401, "{s}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert_eq!(s["reconciles"], true);
+    let dl = dead_letters(&s);
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["line"].as_u64(), Some(physical_line as u64));
+    let stored = decrypt_store(&sb.data_dir(), &sb.key_store());
+    assert!(stored == expected_records(&truth));
+}
+
+#[test]
+fn a_pretty_printed_json_array_file_is_read_as_records() {
+    let sb = Sandbox::new();
+    let (input, truth) = generate(&sb, "cdrs.jsonl", &["--count", "500", "--format", "jsonl"]);
+    let mut records: Vec<Value> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // One element the decoder refuses (an unknown key), in the middle.
+    records.insert(
+        250,
+        serde_json::json!({"record_id": "x", "nickname": "not a field"}),
+    );
+    let pretty = serde_json::to_string_pretty(&records).unwrap();
+    let bad_line = pretty
+        .lines()
+        .position(|l| l.contains("\"nickname\""))
+        .expect("the refused element")
+        // 0-based index of its first key's line = 1-based line of its `{`.
+        as u64;
+    let path = sb.path("export.json");
+    std::fs::write(&path, &pretty).unwrap();
+    let o = sb
+        .cmd()
+        .args(["ingest", path.to_str().unwrap(), "--format", "json"])
+        .env("CDRVAULT__INGEST__CHUNK_BYTES", "4096")
+        .output()
+        .unwrap();
+    let s = json_summary(&o);
+    assert_eq!(s["records"], 501, "{s}");
+    assert_eq!(s["rejected_by_reason"]["unknown_field"], 1, "{s}");
+    assert_eq!(s["reconciles"], true);
+    let dl = dead_letters(&s);
+    assert!(
+        dl.iter().any(|d| d["line"].as_u64() == Some(bad_line)),
+        "{dl:?} (want line {bad_line})"
+    );
+    let stored = decrypt_store(&sb.data_dir(), &sb.key_store());
+    assert!(stored == expected_records(&truth));
 }

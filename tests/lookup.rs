@@ -11,37 +11,25 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use cdrvault_e2e::{read_truth, Sandbox, Truth};
+use cdrvault_e2e::{read_truth, request_create_by, succeeded, Sandbox, Truth, OPERATORS};
 use chrono::{Duration, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// A sandbox with operators: kim (requester), lee (approver), park
-/// (requester + approver), choi (auditor).
-fn cmd(sb: &Sandbox) -> Command {
+/// `args` on the sandbox with two lookup threads, signed by the operator
+/// they name.
+fn cmd(sb: &Sandbox, args: &[&str]) -> Command {
     let mut c = sb.cmd();
-    c.env_remove("CDRVAULT_OPERATOR")
-        .env("CDRVAULT__OPERATORS__KIM", "requester")
-        .env("CDRVAULT__OPERATORS__LEE", "approver")
-        .env("CDRVAULT__OPERATORS__PARK", "requester,approver")
-        .env("CDRVAULT__OPERATORS__CHOI", "auditor")
-        .env("CDRVAULT__LOOKUP__THREADS", "2");
-    c
+    c.env("CDRVAULT__LOOKUP__THREADS", "2");
+    sb.signed(c, args)
 }
 
 fn run(sb: &Sandbox, args: &[&str]) -> Output {
-    cmd(sb).args(args).output().expect("run cdrvault")
+    cmd(sb, args).output().expect("run cdrvault")
 }
 
 fn ok(sb: &Sandbox, args: &[&str]) -> String {
-    let o = run(sb, args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
+    succeeded(&format!("{args:?}"), &run(sb, args))
 }
 
 struct Fixture {
@@ -56,7 +44,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let sb = Sandbox::new();
+        let sb = Sandbox::with_operators();
         let first = (Utc::now() - Duration::days(22)).date_naive().to_string();
         let last = (Utc::now() - Duration::days(3)).date_naive().to_string();
         let input = sb.path("cdrs.csv");
@@ -81,7 +69,6 @@ fn fixture() -> &'static Fixture {
                 truth.to_str().unwrap(),
             ],
         );
-        ok(&sb, &["keys", "init"]);
         ok(&sb, &["ingest", input.to_str().unwrap(), "--no-progress"]);
         Fixture {
             sb,
@@ -327,8 +314,9 @@ fn concurrent_executions_are_all_logged_and_the_log_verifies() {
     let children: Vec<_> = ids
         .iter()
         .map(|id| {
-            cmd(sb)
-                .args([
+            cmd(
+                sb,
+                &[
                     "request",
                     "execute",
                     "--operator",
@@ -336,11 +324,12 @@ fn concurrent_executions_are_all_logged_and_the_log_verifies() {
                     id,
                     "--format",
                     "json",
-                ])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     let mut rows = BTreeSet::new();
@@ -401,11 +390,10 @@ fn refused(sb: &Sandbox, args: &[&str], code: &str) {
     assert_eq!(refusals.last().unwrap()["data"]["code"], code);
 }
 
-/// A sandbox with keys and no data: requests, refusals, reports, tampering.
+/// A sandbox with keys, operators and no data: requests, refusals,
+/// reports, tampering.
 fn empty_sandbox() -> Sandbox {
-    let sb = Sandbox::new();
-    ok(&sb, &["keys", "init"]);
-    sb
+    Sandbox::with_operators()
 }
 
 fn create_args<'a>(
@@ -416,24 +404,7 @@ fn create_args<'a>(
     from: &'a str,
     to: &'a str,
 ) -> Vec<&'a str> {
-    vec![
-        "request",
-        "create",
-        "--operator",
-        op,
-        "--id",
-        id,
-        "--authority",
-        "KNPA",
-        "--warrant",
-        warrant,
-        "--target",
-        target,
-        "--from",
-        from,
-        "--to",
-        to,
-    ]
+    request_create_by(op, id, "KNPA", warrant, target, from, to)
 }
 
 #[test]
@@ -481,11 +452,18 @@ fn every_refusal_is_clear_non_zero_and_logged() {
         &create_args("kim", "US-KNPA-1", "W-1", n, &from, &to),
         "bad_request_id",
     );
+    // A key nobody registered (what naming someone in a configuration
+    // file amounts to), and a registered key under another name.
+    sb.operator_keygen("mallory");
     refused(
         &sb,
         &create_args("mallory", "KR-KNPA-1", "W-1", n, &from, &to),
-        "unknown_operator",
+        "unknown_key",
     );
+    let lee_key = sb.operator_key("lee");
+    let mut as_kim = create_args("kim", "KR-KNPA-1", "W-1", n, &from, &to);
+    as_kim.extend(["--key", lee_key.to_str().unwrap()]);
+    refused(&sb, &as_kim, "key_mismatch");
     refused(
         &sb,
         &create_args("lee", "KR-KNPA-1", "W-1", n, &from, &to),
@@ -558,8 +536,7 @@ fn every_refusal_is_clear_non_zero_and_logged() {
 
 #[test]
 fn not_held_periods_are_reported_and_purged_data_is_never_returned() {
-    let sb = Sandbox::new();
-    ok(&sb, &["keys", "init"]);
+    let sb = Sandbox::with_operators();
     // 10 days of data ending 3 days ago.
     let first = (Utc::now() - Duration::days(12)).date_naive();
     let input = sb.path("cdrs.csv");
@@ -588,7 +565,9 @@ fn not_held_periods_are_reported_and_purged_data_is_never_returned() {
         .filter(|t| t.kind == "valid")
         .collect();
     let number = most_frequent_caller(&truth);
-    // Destroy the mobile keys of the second day (the key half of a purge).
+    // Destroy the mobile keys of the second day (the key half of a purge,
+    // without the purge's entries in the log): its data is still on disk
+    // but cannot be read, which the answer must say (`key_missing`).
     let purged_day = first + Duration::days(1);
     assert!(sb.key_store().destroy_period("mobile", purged_day).unwrap());
     // A window from 5 months ago: internet (3 months) partly beyond
@@ -609,7 +588,7 @@ fn not_held_periods_are_reported_and_purged_data_is_never_returned() {
         })
     };
     assert!(
-        has("mobile", "purged", Some(purged_day.to_string())),
+        has("mobile", "key_missing", Some(purged_day.to_string())),
         "{nh:?}"
     );
     assert!(has("internet", "beyond_retention", None), "{nh:?}");
@@ -802,4 +781,212 @@ fn every_kind_of_tampering_is_detected_by_audit_verify() {
     }
     std::fs::write(&log, &pristine).unwrap();
     ok(&sb, &["audit", "verify"]);
+}
+
+#[test]
+fn every_printing_desk_command_speaks_json() {
+    let sb = empty_sandbox();
+    let from = (Utc::now() - Duration::days(30)).date_naive().to_string();
+    let to = (Utc::now() - Duration::days(2)).date_naive().to_string();
+    let n = "msisdn:010-0000-1234";
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let out = ok(&sb, &a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{a:?}: {e}: {out}"))
+    };
+    let c = json(&create_args("kim", "KR-KNPA-7", "W-7", n, &from, &to));
+    assert_eq!(c["status"], "pending");
+    let a = json(&["request", "approve", "--operator", "lee", "KR-KNPA-7"]);
+    assert_eq!(
+        (a["status"].as_str(), a["operator"].as_str()),
+        (Some("approved"), Some("lee"))
+    );
+    assert!(a["seq"].as_u64().unwrap() > c["seq"].as_u64().unwrap());
+    let x = json(&["request", "cancel", "--operator", "kim", "KR-KNPA-7"]);
+    assert_eq!(x["status"], "cancelled");
+    assert_eq!(
+        json(&["request", "show", "KR-KNPA-7"])[0]["status"],
+        "cancelled"
+    );
+    assert_eq!(json(&["request", "list"]).as_array().unwrap().len(), 1);
+    let h = json(&[
+        "hold",
+        "add",
+        "--target",
+        n,
+        "--reason",
+        "case",
+        "--operator",
+        "officer",
+    ]);
+    assert_eq!(h["hold_id"], "h1");
+    let r = json(&[
+        "hold",
+        "release",
+        "h1",
+        "--reason",
+        "done",
+        "--operator",
+        "officer",
+    ]);
+    assert_eq!(
+        (r["hold_id"].as_str(), r["state"].as_str()),
+        (Some("h1"), Some("released"))
+    );
+    assert_eq!(json(&["hold", "list", "--all"])[0]["state"], "released");
+    assert!(json(&["audit", "show"]).as_array().unwrap().len() >= 5);
+    assert_eq!(json(&["audit", "verify"])["intact"], true);
+    assert_eq!(json(&["purge", "--dry-run"])["dry_run"], true);
+    assert!(json(&["config", "check"])["classes"].is_array());
+    assert!(json(&["keys", "list"]).is_array());
+    let ops = json(&["operator", "list"]);
+    assert_eq!(ops.as_array().unwrap().len(), OPERATORS.len() + 1, "{ops}");
+    assert_eq!(ops[0]["roles"][0], "admin");
+    std::fs::create_dir_all(sb.data_dir()).unwrap();
+    assert!(json(&["verify-erasure", sb.data_dir().to_str().unwrap()]).is_array());
+}
+
+/// Rewrites every file of the store's odd-day partitions as a file of the
+/// earlier pseudonym scheme (v1, HMAC-SHA256): same rows, pseudonym columns
+/// recomputed with HMAC from the decrypted identifiers, file metadata
+/// naming scheme 1. Returns the number of files rewritten.
+fn rewrite_odd_days_as_v1(sb: &Sandbox) -> usize {
+    use arrow_array::{
+        Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, RecordBatch, StringArray,
+    };
+    use cdrvault_crypto::{ContextId, IdentifierRefs, PseudonymScheme, Pseudonymizer};
+    use cdrvault_store::schema::col;
+    use std::sync::Arc;
+    let keys = sb.key_store();
+    let data = sb.data_dir();
+    let mut rewritten = 0;
+    for part in cdrvault_store::reader::list_partitions(&data).unwrap() {
+        if chrono::Datelike::day(&part.date) % 2 == 0 {
+            continue;
+        }
+        let pk = keys
+            .existing_period_keys(&part.class, part.date)
+            .unwrap()
+            .unwrap();
+        let v1 = Pseudonymizer::new(&pk.pseudonym, PseudonymScheme::HmacSha256);
+        for file in cdrvault_store::reader::partition_files(&data, &part).unwrap() {
+            let mut out = Vec::new();
+            for b in cdrvault_store::reader::read_file(&file).unwrap() {
+                let ids = b
+                    .column(col::RECORD_ID)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                let ctx = b
+                    .column(col::SEAL_CTX)
+                    .as_any()
+                    .downcast_ref::<FixedSizeBinaryArray>()
+                    .unwrap();
+                let sealed = b
+                    .column(col::SEALED)
+                    .as_any()
+                    .downcast_ref::<BinaryArray>()
+                    .unwrap();
+                let mut cols: Vec<Vec<Option<[u8; 16]>>> = vec![Vec::new(); 6];
+                for i in 0..b.num_rows() {
+                    let c: [u8; 16] = ctx.value(i).try_into().unwrap();
+                    let idn = pk
+                        .data
+                        .opener(ContextId::from_bytes(c))
+                        .open_identifiers(ids.value(i).as_bytes(), sealed.value(i))
+                        .unwrap();
+                    let refs: IdentifierRefs<'_> = idn.refs();
+                    for (c, p) in cols.iter_mut().zip(v1.pseudonyms(&refs)) {
+                        c.push(p);
+                    }
+                }
+                let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+                for (k, c) in cols.into_iter().enumerate() {
+                    let a = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                        c.iter().map(|v| v.as_ref().map(|x| x.as_slice())),
+                        16,
+                    )
+                    .unwrap();
+                    columns[col::CALLER_P + k] = Arc::new(a);
+                }
+                out.push(RecordBatch::try_new(b.schema(), columns).unwrap());
+            }
+            let meta = cdrvault_store::FileMeta {
+                key_version: 1,
+                origin: "test:v1".into(),
+                pseudonym_scheme: PseudonymScheme::HmacSha256,
+            };
+            let id = format!("v1-{rewritten}");
+            cdrvault_store::writer::write_named_file(
+                &data,
+                &part,
+                &id,
+                &out,
+                &Default::default(),
+                &meta,
+            )
+            .unwrap();
+            std::fs::remove_file(&file).unwrap();
+            rewritten += 1;
+        }
+    }
+    rewritten
+}
+
+#[test]
+fn files_of_the_earlier_hmac_pseudonym_scheme_still_answer_lookups() {
+    let sb = Sandbox::with_operators();
+    let first = (Utc::now() - Duration::days(12)).date_naive().to_string();
+    let last = (Utc::now() - Duration::days(3)).date_naive().to_string();
+    let input = sb.path("cdrs.csv");
+    let truth = sb.path("truth.jsonl");
+    ok(
+        &sb,
+        &[
+            "generate",
+            "--count",
+            "3000",
+            "--start",
+            &first,
+            "--days",
+            "8",
+            "--subscribers",
+            "100",
+            "--seed",
+            "5",
+            "--out",
+            input.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+    );
+    ok(&sb, &["ingest", input.to_str().unwrap(), "--no-progress"]);
+    let truth = read_truth(&truth);
+    assert!(rewrite_odd_days_as_v1(&sb) >= 3);
+    let number = most_frequent_caller(&truth);
+    let id = approved(&sb, &[format!("msisdn:{number}")], &first, &last, "all");
+    let (summary, doc) = execute(&sb, &id);
+    let expected: BTreeSet<&str> = truth
+        .iter()
+        .filter(|t| t.kind == "valid")
+        .filter(|t| t.caller == number || t.callee.as_deref() == Some(number.as_str()))
+        .map(|t| t.record_id.as_str())
+        .collect();
+    let got: BTreeSet<&str> = doc["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record_id"].as_str().unwrap())
+        .collect();
+    let odd = |d: &str| d.ends_with(['1', '3', '5', '7', '9']);
+    assert!(
+        doc["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| odd(r["date"].as_str().unwrap())),
+        "some matches come from v1 files"
+    );
+    assert_eq!(got, expected, "{summary}");
 }

@@ -11,12 +11,15 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use cdrvault_e2e::{
-    decrypt_store, default_class, files_under, read_truth, Sandbox, StoredRecord, Truth,
+    copy_tree, decrypt_store, default_class, files_under, read_truth, succeeded, Sandbox,
+    StoredRecord, Truth,
 };
 use cdrvault_retention::{kst_midnight, Period};
 use chrono::NaiveDate;
 use serde_json::Value;
 
+/// The privacy officer (of the sandboxes' [`OPERATORS`](cdrvault_e2e::OPERATORS))
+/// who runs, signs and so approves the purges.
 const APPROVER: &str = "kim.privacy";
 /// Destroys internet partitions through 2024-04-05 and fixed ones through
 /// 2024-01-04: two classes, a modest number of partitions.
@@ -45,14 +48,7 @@ fn period(class: &str) -> Period {
 }
 
 fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "cdrvault failed ({:?}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    succeeded("cdrvault", o)
 }
 
 /// The shared fixture: a sandbox with a year and more of ingested data and
@@ -65,7 +61,7 @@ struct Base {
 fn base() -> &'static Base {
     static B: OnceLock<Base> = OnceLock::new();
     B.get_or_init(|| {
-        let sb = Sandbox::new();
+        let sb = Sandbox::with_operators();
         let mut truth = Vec::new();
         let mut start = d("2024-01-01");
         for slice in 0..5u64 {
@@ -111,20 +107,6 @@ fn base() -> &'static Base {
     })
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap(); // keeps the mode (0600 master key)
-        }
-    }
-}
-
 /// A private copy of the fixture.
 fn fresh() -> Sandbox {
     let sb = Sandbox::new();
@@ -132,20 +114,19 @@ fn fresh() -> Sandbox {
     sb
 }
 
+/// A purge as of `as_of`, signed by the privacy officer.
 fn purge_cmd(sb: &Sandbox, as_of: &str, extra: &[&str]) -> std::process::Command {
-    let mut c = sb.cmd();
-    c.env("CDRVAULT__PURGE__APPROVERS", format!("[\"{APPROVER}\"]"))
-        .args([
-            "purge",
-            "--as-of",
-            as_of,
-            "--allow-future-as-of",
-            "--operator",
-            "test-operator",
-            "--format",
-            "json",
-        ])
-        .args(extra);
+    let mut c = sb.cmd_with(&[
+        "purge",
+        "--as-of",
+        as_of,
+        "--allow-future-as-of",
+        "--operator",
+        APPROVER,
+        "--format",
+        "json",
+    ]);
+    c.args(extra);
     c
 }
 
@@ -287,7 +268,7 @@ fn purges_remove_exactly_the_expired_partitions_and_record_it() {
             let run = &r["run"];
             assert_eq!(listed(run, "partitions"), gone, "as of {as_of}");
             assert_eq!(run["approver"], APPROVER);
-            assert_eq!(run["operator"], "test-operator");
+            assert_eq!(run["operator"], APPROVER);
             assert_eq!(run["keys_destroyed"].as_array().unwrap().len(), gone.len());
             expected_destroyed_rows += run["rows"].as_u64().unwrap();
         }
@@ -358,29 +339,87 @@ fn dry_run_prints_what_would_go_and_changes_nothing() {
 fn refusals_without_approval_or_for_future_dates() {
     let sb = fresh();
     let before = contents(&sb.data_dir());
-    // no configured approver: refused (configuration error)
-    let o = sb.run(&["purge", "--as-of", "2024-01-01"]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("purge.approvers"));
+    // nobody signs: nobody approves (usage)
+    let o = sb.run(&["purge", "--as-of", "2024-06-01"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--operator"), "{err}");
+    // an operator who is not a privacy officer: refused and logged
+    let o = sb.run(&["purge", "--as-of", "2024-06-01", "--operator", "officer"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("wrong_role"), "{err}");
+    let shown = ok(&audit(
+        &sb,
+        &["show", "--kind", "purge.refused", "--format", "json"],
+    ));
+    assert!(shown.contains("\"officer\""), "{shown}");
+    // the service key without a standing approval: refused and logged
+    let o = sb.run(&["purge", "--as-of", "2024-06-01", "--operator", "scheduler"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("no_standing_approval"), "{err}");
     // a future as-of without the drill flag: refused (usage)
-    let o = sb
-        .cmd()
-        .env("CDRVAULT__PURGE__APPROVERS", format!("[\"{APPROVER}\"]"))
-        .args(["purge", "--as-of", "2099-01-01"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    // an approver who is not configured
-    let o = purge_cmd(&sb, "2025-03-01", &["--approver", "someone.else"])
-        .output()
-        .unwrap();
+    let o = sb.run(&["purge", "--as-of", "2099-01-01", "--operator", APPROVER]);
     assert_eq!(o.status.code(), Some(2));
     same_files(&before, &contents(&sb.data_dir()), "refused purges");
+    ok(&audit(&sb, &["verify"]));
+}
+
+#[test]
+fn a_service_key_purges_only_under_a_privacy_officers_standing_approval() {
+    let sb = fresh();
+    let service = |as_of: &str| {
+        sb.run(&[
+            "purge",
+            "--as-of",
+            as_of,
+            "--operator",
+            "scheduler",
+            "--format",
+            "json",
+        ])
+    };
+    assert_eq!(service("2024-05-01").status.code(), Some(5));
+    // the approval is the officer's signed entry, naming the service
+    let o = sb.run(&[
+        "purge",
+        "approve-schedule",
+        "--service",
+        "scheduler",
+        "--reason",
+        "daily purge, retention policy 2024",
+        "--operator",
+        APPROVER,
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(v["standing_approval"], "approved");
+    let schedules = ok(&sb.run(&["purge", "schedules", "--format", "json"]));
+    assert!(
+        schedules.contains(APPROVER) && schedules.contains("scheduler"),
+        "{schedules}"
+    );
+    let r: Value = serde_json::from_str(&ok(&service("2024-05-01"))).unwrap();
+    let run = &r["run"];
+    assert_eq!(
+        (run["operator"].as_str(), run["approver"].as_str()),
+        (Some("scheduler"), Some(APPROVER)),
+        "run by the service, approved by the officer"
+    );
+    assert!(!listed(run, "partitions").is_empty());
+    // withdrawn: the service is refused again
+    ok(&sb.run(&[
+        "purge",
+        "revoke-schedule",
+        "--service",
+        "scheduler",
+        "--operator",
+        APPROVER,
+    ]));
+    assert_eq!(service("2024-06-01").status.code(), Some(5));
+    ok(&audit(&sb, &["verify"]));
 }
 
 /// The subscriber with the most records in partitions expired as of `as_of`.
@@ -428,7 +467,7 @@ fn hold_add(sb: &Sandbox, number: &str) -> String {
         "--reason",
         "case 2024-고단-1234",
         "--operator",
-        "desk.lee",
+        "officer",
         "--format",
         "json",
     ]));
@@ -509,9 +548,17 @@ fn held_records_survive_the_purge_and_go_after_release() {
         "--reason",
         "twice",
         "--operator",
-        "x",
+        "officer",
     ]);
     assert_eq!(o.status.code(), Some(5), "already released");
+    let shown = ok(&audit(
+        &sb,
+        &["show", "--kind", "hold.refused", "--format", "json"],
+    ));
+    assert!(
+        shown.contains("hold_released"),
+        "the refusal is logged: {shown}"
+    );
     let r = purge(&sb, as_of, &[]);
     assert!(r["active_holds"].as_array().unwrap().is_empty());
     let cleaned = r["run"]["hold_cleanups"].as_array().unwrap();

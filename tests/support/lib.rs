@@ -1,8 +1,10 @@
 //! Shared support for the end-to-end tests in `tests/`: locating the real
-//! `cdrvault` binary, isolated working directories, the generator's ground
-//! truth, decrypting a store back to records, and searching bytes at rest for
-//! plaintext identifiers.
+//! `cdrvault` binary, isolated working directories, operators with SSH keys
+//! made by `ssh-keygen` in the test run and registered in the sandbox's
+//! access log, the generator's ground truth, decrypting a store back to
+//! records, and searching bytes at rest for plaintext identifiers.
 
+pub mod ber;
 pub mod kafka;
 
 use std::collections::BTreeMap;
@@ -53,6 +55,13 @@ impl Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
         }
     }
+
+    /// A new sandbox with a key store and the [`OPERATORS`] registered.
+    pub fn with_operators() -> Self {
+        let sb = Sandbox::new();
+        sb.register_operators(OPERATORS);
+        sb
+    }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -76,24 +85,133 @@ impl Sandbox {
     }
 
     /// A `cdrvault` command configured for this sandbox through
-    /// `CDRVAULT__*` environment overrides of the embedded defaults.
+    /// `CDRVAULT__*` environment overrides of the embedded defaults; once
+    /// [`register_operators`](Self::register_operators) has run, with its
+    /// bootstrap administrator (`admin`) as `[identity.bootstrap_admin]`.
+    /// No operator and no signing key is inherited from the environment.
     pub fn cmd(&self) -> Command {
         std::fs::create_dir_all(self.path("secrets")).expect("secrets dir");
         let mut c = Command::new(bin());
         c.current_dir(self.dir.path())
             .env_remove("CDRVAULT_MASTER_KEY")
             .env_remove("CDRVAULT_CONFIG")
+            .env_remove("CDRVAULT_OPERATOR")
+            .env_remove("CDRVAULT_OPERATOR_KEY")
+            .env_remove("SSH_AUTH_SOCK")
             .env("CDRVAULT__STORAGE__DATA_DIR", self.data_dir())
             .env("CDRVAULT__KEYS__STORE_DIR", self.keys_dir())
             .env("CDRVAULT__KEYS__MASTER_KEY_FILE", self.master_key())
             .env("CDRVAULT__INGEST__DEAD_LETTER_DIR", self.dead_letter_dir())
             .env("CDRVAULT__AUDIT__LOG_FILE", self.audit_log())
             .env("CDRVAULT__AUDIT__HEAD_FILE", self.audit_head());
+        if let Ok(admin) = std::fs::read_to_string(self.operator_public_key(ADMIN)) {
+            c.env("CDRVAULT__IDENTITY__BOOTSTRAP_ADMIN__NAME", ADMIN)
+                .env(
+                    "CDRVAULT__IDENTITY__BOOTSTRAP_ADMIN__PUBLIC_KEY",
+                    admin.trim(),
+                );
+        }
         c
     }
 
+    /// `base` with `args`, signed as the operator `args` name with
+    /// `--operator NAME` when this sandbox made a key for NAME
+    /// (`CDRVAULT_OPERATOR_KEY`; a `--key` in `args` still wins).
+    pub fn signed(&self, mut base: Command, args: &[&str]) -> Command {
+        let named = args
+            .windows(2)
+            .find(|w| w[0] == "--operator")
+            .map(|w| self.operator_key(w[1]))
+            .filter(|k| k.is_file());
+        if let Some(key) = named {
+            base.env("CDRVAULT_OPERATOR_KEY", key);
+        }
+        base.args(args);
+        base
+    }
+
+    /// [`cmd`](Self::cmd) running `args`, [`signed`](Self::signed).
+    pub fn cmd_with(&self, args: &[&str]) -> Command {
+        self.signed(self.cmd(), args)
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run cdrvault")
+        self.cmd_with(args).output().expect("run cdrvault")
+    }
+
+    /// Where the private key of operator `name` is (made by
+    /// [`operator_keygen`](Self::operator_keygen)).
+    pub fn operator_key(&self, name: &str) -> PathBuf {
+        self.path("operators").join(name)
+    }
+
+    /// The public key file of operator `name` (`<key>.pub`).
+    pub fn operator_public_key(&self, name: &str) -> PathBuf {
+        self.path("operators").join(format!("{name}.pub"))
+    }
+
+    /// Makes an ed25519 key for `name` with `ssh-keygen` (once); returns
+    /// the private key file (mode 0600).
+    pub fn operator_keygen(&self, name: &str) -> PathBuf {
+        let key = self.operator_key(name);
+        if !key.is_file() {
+            std::fs::create_dir_all(key.parent().expect("dir")).expect("operators dir");
+            let o = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+                .arg(format!("{name}@cdrvault-test"))
+                .arg("-f")
+                .arg(&key)
+                .output()
+                .expect("ssh-keygen is installed (scripts/setup.sh)");
+            succeeded("ssh-keygen", &o);
+        }
+        key
+    }
+
+    /// Registers `ops` (name, comma-separated roles) in this sandbox's
+    /// access log, each with a key made by `ssh-keygen`, signed by the
+    /// bootstrap administrator `admin` (made and registered, with its own
+    /// key, on first use). Creates the key store (`keys init`) if there is
+    /// none. Commands come from `base` (for sandboxes that need more
+    /// environment, an HSM say).
+    pub fn register_operators_with(&self, base: impl Fn() -> Command, ops: &[(&str, &str)]) {
+        if !KeyStore::exists(&self.keys_dir()) {
+            let o = base()
+                .args(["keys", "init"])
+                .output()
+                .expect("run cdrvault");
+            succeeded("keys init", &o);
+        }
+        let bootstrap = !self.operator_key(ADMIN).is_file();
+        let admin = self.operator_keygen(ADMIN);
+        let admin = admin.to_str().expect("utf-8 path");
+        let register = |extra: &[&str]| {
+            let mut args = vec!["operator", "register", "--operator", ADMIN, "--key", admin];
+            args.extend_from_slice(extra);
+            let o = self.signed(base(), &args).output().expect("run cdrvault");
+            succeeded(&format!("{args:?}"), &o);
+        };
+        if bootstrap {
+            register(&[]);
+        }
+        for (name, roles) in ops {
+            self.operator_keygen(name);
+            let public = self.operator_public_key(name);
+            register(&[
+                "--name",
+                name,
+                "--public-key-file",
+                public.to_str().expect("utf-8 path"),
+                "--role",
+                roles,
+            ]);
+        }
+    }
+
+    /// [`register_operators_with`](Self::register_operators_with) this
+    /// sandbox's plain [`cmd`](Self::cmd).
+    pub fn register_operators(&self, ops: &[(&str, &str)]) {
+        self.register_operators_with(|| self.cmd(), ops)
     }
 
     /// Opens this sandbox's key store with its master key file.
@@ -114,6 +232,156 @@ impl Sandbox {
             }
         }
         m
+    }
+}
+
+/// The bootstrap administrator of every sandbox with operators.
+pub const ADMIN: &str = "admin";
+
+/// The desk's cast in every end-to-end test (name, roles), besides
+/// [`ADMIN`]: each gets an SSH key registered by
+/// [`Sandbox::register_operators`].
+pub const OPERATORS: &[(&str, &str)] = &[
+    ("kim", "requester"),
+    ("lee", "approver"),
+    ("park", "requester,approver"),
+    ("choi", "auditor"),
+    ("officer", "hold_officer"),
+    ("kim.privacy", "privacy_officer,hold_officer"),
+    ("scheduler", "service"),
+];
+
+/// The arguments of `request create` of `id` by `operator` for one
+/// `target` (`KIND:VALUE`) over `from`..`to`, with the authority and
+/// warrant the tests use.
+pub fn request_create<'a>(
+    operator: &'a str,
+    id: &'a str,
+    target: &'a str,
+    from: &'a str,
+    to: &'a str,
+) -> Vec<&'a str> {
+    let authority = "Seoul Central District Prosecutors' Office";
+    request_create_by(operator, id, authority, "2026-영-0042", target, from, to)
+}
+
+/// [`request_create`] with another authority and warrant.
+pub fn request_create_by<'a>(
+    operator: &'a str,
+    id: &'a str,
+    authority: &'a str,
+    warrant: &'a str,
+    target: &'a str,
+    from: &'a str,
+    to: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "request",
+        "create",
+        "--operator",
+        operator,
+        "--id",
+        id,
+        "--authority",
+        authority,
+        "--warrant",
+        warrant,
+        "--target",
+        target,
+        "--from",
+        from,
+        "--to",
+        to,
+    ]
+}
+
+/// The stdout of a command that must have succeeded; `what` names it in
+/// the failure message, which carries the exit status, stderr and stdout.
+pub fn succeeded(what: &str, o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}): {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout.clone()).expect("utf-8 output")
+}
+
+/// The Python of the virtualenv made by `scripts/setup.sh`, with duckdb,
+/// pyarrow and asn1tools (`CDRVAULT_PYTHON`, else `.venv/bin/python`).
+pub fn python() -> String {
+    std::env::var("CDRVAULT_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        assert!(
+            Path::new(venv).exists(),
+            "no Python with duckdb, pyarrow and asn1tools: run scripts/setup.sh (scripts/test.sh does)"
+        );
+        venv.to_owned()
+    })
+}
+
+/// `SELECT count(*) FROM read_parquet('<dir>/**', hive_partitioning = true)`
+/// in DuckDB: the plain glob over everything under `dir`, which fails if
+/// anything there is not a Parquet file. The error text on failure.
+pub fn duckdb_count_all(dir: &Path) -> Result<u64, String> {
+    let script = "import duckdb, sys\n\
+        q = \"SELECT count(*) FROM read_parquet('\" + sys.argv[1] + \"/**', hive_partitioning = true)\"\n\
+        print(duckdb.connect().execute(q).fetchone()[0])\n";
+    let o = Command::new(python())
+        .args(["-c", script, dir.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run python");
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+/// A small tmpfs mounted for a test (a disk that fills up), unmounted when
+/// dropped. Needs root (CI runs as root); `Err` says why it cannot be had,
+/// for the test to print before it skips.
+#[derive(Debug)]
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, bytes: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Gives the file system a new size (room made after a full disk).
+    pub fn resize(&self, bytes: u64) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.path)
+            .output()
+            .expect("mount -o remount");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 
@@ -141,6 +409,23 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Copies a directory tree (a fixture) with file modes (a 0600 master key
+/// stays 0600) and directory modes.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    std::fs::set_permissions(to, std::fs::metadata(from).expect("stat").permissions())
+        .expect("chmod");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("dir entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
 /// One line of the generator's ground truth (`cdrvault generate --truth`).
 pub use cdrvault_synth::Truth;
 
@@ -161,7 +446,8 @@ pub struct StoredRecord {
     pub record_id: String,
     pub record_type: String,
     pub service: String,
-    pub caller: String,
+    /// `None` only on a mobile-terminated record without a calling number.
+    pub caller: Option<String>,
     pub callee: Option<String>,
     pub imsi: Option<String>,
     pub imei: Option<String>,
@@ -180,7 +466,7 @@ impl StoredRecord {
             record_id: t.record_id.clone(),
             record_type: t.record_type.clone(),
             service: t.service.clone(),
-            caller: t.caller.clone(),
+            caller: Some(t.caller.clone()),
             callee: t.callee.clone(),
             imsi: t.imsi.clone(),
             imei: t.imei.clone(),
@@ -218,7 +504,8 @@ pub fn decrypt_store(data_dir: &Path, keys: &KeyStore) -> Vec<StoredRecord> {
             .existing_period_keys(&part.class, part.date)
             .expect("key store")
             .unwrap_or_else(|| panic!("no keys for {part}"));
-        let pseudo = cdrvault_crypto::Pseudonymizer::new(&pk.pseudonym);
+        // Every file of a partition has its period key's pseudonym scheme.
+        let pseudo = cdrvault_crypto::Pseudonymizer::new(&pk.pseudonym, pk.pseudonym_scheme);
         for file in cdrvault_store::reader::partition_files(data_dir, &part).expect("files") {
             for b in cdrvault_store::reader::read_file(&file).expect("read file") {
                 let ids = col::<StringArray>(&b, "record_id");
@@ -238,12 +525,15 @@ pub fn decrypt_store(data_dir: &Path, keys: &KeyStore) -> Vec<StoredRecord> {
                         .open(ids.value(i).as_bytes(), sealed.value(i))
                         .expect("row decrypts");
                     let idn = Identifiers::decode(&plain).expect("identifier blob");
-                    let caller = idn.caller.expect("caller");
-                    assert_eq!(
-                        pseudo.pseudonym_msisdn(&caller).0.as_slice(),
-                        caller_p.value(i),
-                        "caller pseudonym matches"
-                    );
+                    if let Some(caller) = &idn.caller {
+                        assert_eq!(
+                            pseudo.pseudonym_msisdn(caller).0.as_slice(),
+                            caller_p.value(i),
+                            "caller pseudonym matches"
+                        );
+                    } else {
+                        assert!(caller_p.is_null(i), "no caller, no caller pseudonym");
+                    }
                     if let Some(imsi) = &idn.imsi {
                         assert_eq!(pseudo.pseudonym_imsi(imsi).0.as_slice(), imsi_p.value(i));
                     } else {
@@ -255,7 +545,7 @@ pub fn decrypt_store(data_dir: &Path, keys: &KeyStore) -> Vec<StoredRecord> {
                         record_id: ids.value(i).to_owned(),
                         record_type: rts.value(i).to_owned(),
                         service: svc.value(i).to_owned(),
-                        caller: caller.expose_e164().to_owned(),
+                        caller: idn.caller.map(|m| m.expose_e164().to_owned()),
                         callee: idn.callee.map(|m| m.expose_e164().to_owned()),
                         imsi: idn.imsi.map(|m| m.expose().to_owned()),
                         imei: idn.imei.map(|m| m.expose().to_owned()),

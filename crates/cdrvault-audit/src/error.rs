@@ -34,6 +34,8 @@ pub enum AuditError {
     OpenFailed,
     #[error("access log entry could not be encoded: {0}")]
     Encode(String),
+    #[error("the entry could not be signed: {0}")]
+    Sign(#[source] cdrvault_identity::IdentityError),
 }
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {

@@ -26,6 +26,24 @@
 //! * `mac` = HMAC-SHA256(audit key, `hash`): without the key (held wrapped in
 //!   the key store, see [`cdrvault_crypto::AuditKey`]) nobody can rewrite the
 //!   chain so that it verifies again.
+//! * Operator signatures (entries appended through a handle
+//!   [`with_signer`](AuditLog::with_signer)): `body.signer` is the signing
+//!   key's fingerprint (`SHA256:…`) and the line's `sig` is the base64 of an
+//!   SSHSIG (`ssh-keygen -Y sign` format, namespace `cdrvault-audit@v1`) over
+//!   the exact bytes of `body` — the bytes that are hashed, which hold `seq`
+//!   and `prev`, so a signature cannot be moved to another entry or
+//!   position. The claim of a signer sits inside the hashed, MACed body:
+//!   removing a signature is an edit. Unsigned entries omit both fields, so
+//!   their bytes are as before signatures existed.
+//!
+//! # Operators
+//!
+//! Who may sign what is itself in the log: [`operators`] folds
+//! `operator.registered` / `operator.revoked` entries (signed by an
+//! administrator; the first one by the configured bootstrap administrator's
+//! own key) into a [`Registry`], and [`AuditLog::verify_with`] checks every
+//! signature against the key registered to the entry's actor at that entry.
+//! The master key (hence the audit key) rewrites MACs, not signatures.
 //!
 //! # The head
 //!
@@ -57,12 +75,18 @@
 //! key), readable only with the key.
 
 mod error;
+pub mod fuzz;
 mod log;
+pub mod operators;
 mod verify;
 
 #[cfg(test)]
+mod signed_tests;
+#[cfg(test)]
 mod tests;
 
+pub use cdrvault_identity::Signer as EntrySigner;
 pub use error::AuditError;
-pub use log::{AuditLog, AuditPaths, Entry, Event, GENESIS_PREV};
-pub use verify::{HeadInfo, Problem, VerifyReport};
+pub use log::{AuditLog, AuditPaths, Entry, EntrySignature, Event, SignatureCheck, GENESIS_PREV};
+pub use operators::{distinct_signers, Registry};
+pub use verify::{HeadInfo, Problem, SignaturePolicy, VerifyReport};

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use cdrvault_crypto::AuditKey;
+use cdrvault_fsio::{FileLock, LockMode};
+use cdrvault_identity::{Fingerprint, Signature, Signer};
 use chrono::{DateTime, Utc};
-use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -75,6 +76,49 @@ pub struct Entry {
     pub data: Value,
     pub hash: String,
     pub mac: Option<String>,
+    /// The operator signature, when the body names a signer (`None`: an
+    /// unsigned entry: written outside the desk, which signs every entry).
+    pub signature: Option<EntrySignature>,
+}
+
+impl Entry {
+    /// The fingerprint of the key whose signature over this entry's body
+    /// verified when the line was read; `None` when the entry is unsigned
+    /// or its signature is missing or does not verify. Whether that key
+    /// belonged to `actor` at this `seq` is the registry's question
+    /// ([`crate::operators::Registry`]).
+    pub fn signer(&self) -> Option<&Fingerprint> {
+        self.signature
+            .as_ref()
+            .filter(|s| s.check == SignatureCheck::Valid)
+            .map(|s| &s.signer)
+    }
+}
+
+/// An entry's signature as read: the signer its (hashed, MACed) body names,
+/// the SSHSIG stored beside the body, and whether it verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntrySignature {
+    /// Fingerprint of the signing key, from the body.
+    pub signer: Fingerprint,
+    /// Base64 of the SSHSIG blob (namespace [`cdrvault_identity::NAMESPACE`])
+    /// over the exact bytes of the body; `None` when it was removed.
+    pub sshsig: Option<String>,
+    /// The outcome of checking it against the body and the named key.
+    pub check: SignatureCheck,
+}
+
+/// What checking an entry's signature found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureCheck {
+    /// The SSHSIG verifies over the body with the key the body names.
+    Valid,
+    /// The body names a signer but the line carries no signature.
+    Missing,
+    /// The signature is malformed, made by another key, or does not verify
+    /// over these bytes: forged, or moved from another entry.
+    Invalid,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,12 +129,21 @@ pub(crate) struct Body {
     pub(crate) prev: String,
     pub(crate) kind: String,
     pub(crate) actor: String,
+    /// The signing key's fingerprint: inside the hashed body, so removing
+    /// a signature (or claiming one) is an edit of the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signer: Option<Fingerprint>,
     pub(crate) subject: String,
     pub(crate) data: Value,
 }
 
 impl Body {
-    fn into_entry(self, hash: String, mac: Option<String>) -> Entry {
+    fn into_entry(
+        self,
+        hash: String,
+        mac: Option<String>,
+        signature: Option<EntrySignature>,
+    ) -> Entry {
         Entry {
             seq: self.seq,
             at: self.at,
@@ -101,6 +154,7 @@ impl Body {
             data: self.data,
             hash,
             mac,
+            signature,
         }
     }
 }
@@ -110,6 +164,8 @@ impl Body {
 struct RawLine<'a> {
     hash: String,
     mac: Option<String>,
+    #[serde(default)]
+    sig: Option<String>,
     #[serde(borrow)]
     body: &'a RawValue,
 }
@@ -118,6 +174,8 @@ struct RawLine<'a> {
 struct OutLine<'a> {
     hash: &'a str,
     mac: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<&'a str>,
     body: &'a RawValue,
 }
 
@@ -136,6 +194,8 @@ pub(crate) struct HeadFile {
 pub(crate) struct ParsedLine {
     pub(crate) entry: Entry,
     pub(crate) computed_hash: String,
+    /// A signature on a line whose body names no signer.
+    pub(crate) stray_sig: bool,
 }
 
 pub(crate) fn entry_hash(body: &[u8]) -> String {
@@ -168,11 +228,34 @@ pub(crate) fn head_mac_ok(key: &AuditKey, h: &HeadFile) -> bool {
 
 pub(crate) fn parse_line(bytes: &[u8]) -> Result<ParsedLine, String> {
     let raw: RawLine<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let computed_hash = entry_hash(raw.body.get().as_bytes());
-    let body: Body = serde_json::from_str(raw.body.get()).map_err(|e| e.to_string())?;
+    let body_bytes = raw.body.get().as_bytes();
+    let computed_hash = entry_hash(body_bytes);
+    let mut body: Body = serde_json::from_str(raw.body.get()).map_err(|e| e.to_string())?;
+    let stray_sig = body.signer.is_none() && raw.sig.is_some();
+    let signature = body.signer.take().map(|signer| {
+        let check = match raw.sig.as_deref() {
+            None => SignatureCheck::Missing,
+            Some(b64) if signature_ok(&signer, body_bytes, b64) => SignatureCheck::Valid,
+            Some(_) => SignatureCheck::Invalid,
+        };
+        EntrySignature {
+            signer,
+            sshsig: raw.sig.clone(),
+            check,
+        }
+    });
     Ok(ParsedLine {
-        entry: body.into_entry(raw.hash, raw.mac),
+        entry: body.into_entry(raw.hash, raw.mac, signature),
         computed_hash,
+        stray_sig,
+    })
+}
+
+/// `b64` is an SSHSIG by the key with fingerprint `signer` over `body`.
+fn signature_ok(signer: &Fingerprint, body: &[u8], b64: &str) -> bool {
+    Signature::from_base64(b64).is_ok_and(|sig| {
+        let key = sig.key();
+        key.fingerprint() == signer && key.verify(body, &sig).is_ok()
     })
 }
 
@@ -249,12 +332,7 @@ fn parent(p: &Path) -> &Path {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), AuditError> {
-    let d = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(d).and_then(|f| f.sync_all()).map_err(io_err(d))
+    cdrvault_fsio::fsync_dir(dir).map_err(io_err(dir))
 }
 
 /// Atomically replaces the head: temp file (a prefix of its own, so the key
@@ -263,46 +341,36 @@ fn fsync_dir(dir: &Path) -> Result<(), AuditError> {
 fn write_head(path: &Path, head: &HeadFile) -> Result<(), AuditError> {
     let dir = parent(path);
     ensure_private_dir(dir)?;
-    let mut r = [0u8; 8];
-    let _ = getrandom::getrandom(&mut r);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".audit-tmp-{name}-{}", hex::encode(r)));
     let mut bytes =
         serde_json::to_vec_pretty(head).map_err(|e| AuditError::Encode(e.to_string()))?;
     bytes.push(b'\n');
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+    let d = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
     };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    fsync_dir(dir)
-}
-
-pub(crate) struct Lock(File);
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.0);
-    }
+    cdrvault_fsio::atomic_replace(d, ".audit-tmp-", &name, &bytes).map_err(io_err(path))
 }
 
 /// The access log. Cheap to open (touches nothing until used); `Send + Sync`.
-#[derive(Debug)]
 pub struct AuditLog {
     paths: AuditPaths,
     key: Option<AuditKey>,
+    signer: Option<Box<dyn Signer>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("paths", &self.paths)
+            .field("key", &self.key)
+            .field("signer", &self.signer.as_ref().map(|s| s.public_key()))
+            .finish()
+    }
 }
 
 impl AuditLog {
@@ -310,7 +378,39 @@ impl AuditLog {
     /// and its chain and head verified, but not appended to, and MACs and
     /// sealed values cannot be checked or opened.
     pub fn open(paths: AuditPaths, key: Option<AuditKey>) -> Result<AuditLog, AuditError> {
-        Ok(AuditLog { paths, key })
+        Ok(AuditLog {
+            paths,
+            key,
+            signer: None,
+        })
+    }
+
+    /// Every entry appended through this handle from now on is signed by
+    /// `signer`: the body names the key's fingerprint and the line carries
+    /// an SSHSIG over the exact body bytes (which hold `seq` and `prev`, so
+    /// a signature cannot be moved to another position). The signature is
+    /// made under the log's lock, once the body is final. A handle without
+    /// a signer appends unsigned entries (tools and tests; the desk signs
+    /// every entry, scheduled runs with a service key).
+    pub fn with_signer(mut self, signer: Box<dyn Signer>) -> AuditLog {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Another handle on the same log and key whose appends are signed by
+    /// `signer` (see [`with_signer`](Self::with_signer)): one handle per
+    /// acting operator, without unwrapping the audit key again.
+    pub fn signed_by(&self, signer: Box<dyn Signer>) -> AuditLog {
+        AuditLog {
+            paths: self.paths.clone(),
+            key: self.key.clone(),
+            signer: Some(signer),
+        }
+    }
+
+    /// The key entries are signed with, if a signer is attached.
+    pub fn signer_key(&self) -> Option<&cdrvault_identity::OperatorKey> {
+        self.signer.as_ref().map(|s| s.public_key())
     }
 
     pub fn paths(&self) -> &AuditPaths {
@@ -338,27 +438,19 @@ impl AuditLog {
 
     /// Takes the log's lock; `None` when shared and the log does not exist
     /// yet (nothing to read, nothing to create).
-    pub(crate) fn lock(&self, exclusive: bool) -> Result<Option<Lock>, AuditError> {
+    pub(crate) fn lock(&self, exclusive: bool) -> Result<Option<FileLock>, AuditError> {
         let path = self.lock_path();
         if !exclusive && !parent(&path).is_dir() {
             return Ok(None);
         }
         ensure_private_dir(parent(&path))?;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let r = if exclusive {
-            FileExt::lock_exclusive(&f)
+        let mode = if exclusive {
+            LockMode::Exclusive
         } else {
-            FileExt::lock_shared(&f)
+            LockMode::Shared
         };
-        r.map_err(io_err(&path))?;
-        Ok(Some(Lock(f)))
+        let lock = FileLock::acquire(&path, mode).map_err(io_err(&path))?;
+        Ok(Some(lock))
     }
 
     fn parse_all(&self, log: &LogBytes) -> Result<Vec<Entry>, AuditError> {
@@ -445,17 +537,23 @@ impl AuditLog {
 
         let seq = entries.len() as u64;
         let prev = entries.last().map_or(GENESIS_PREV, |e| e.hash.as_str());
+        let signer = self.signer.as_deref();
         let body = Body {
             seq,
             at: Utc::now(),
             prev: prev.to_owned(),
             kind: event.kind,
             actor: event.actor,
+            signer: signer.map(|s| s.public_key().fingerprint().clone()),
             subject: event.subject,
             data: event.data,
         };
         let body_json =
             serde_json::to_string(&body).map_err(|e| AuditError::Encode(e.to_string()))?;
+        let sig = signer
+            .map(|s| s.sign(body_json.as_bytes()).map(|sig| sig.to_base64()))
+            .transpose()
+            .map_err(AuditError::Sign)?;
         let hash = entry_hash(body_json.as_bytes());
         let mac = hex::encode(key.tag(&hex::decode(&hash).expect("hex we just made")));
         let raw =
@@ -463,6 +561,7 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&OutLine {
             hash: &hash,
             mac: Some(&mac),
+            sig: sig.as_deref(),
             body: &raw,
         })
         .map_err(|e| AuditError::Encode(e.to_string()))?;
@@ -497,7 +596,13 @@ impl AuditLog {
                 updated_at: Utc::now(),
             },
         )?;
-        let entry = body.into_entry(hash, Some(mac));
+        let mut body = body;
+        let signature = body.signer.take().map(|signer| EntrySignature {
+            signer,
+            sshsig: sig,
+            check: SignatureCheck::Valid,
+        });
+        let entry = body.into_entry(hash, Some(mac), signature);
         Ok((entry, out))
     }
 

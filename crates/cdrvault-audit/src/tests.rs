@@ -49,18 +49,28 @@ impl Fixture {
     }
 
     fn lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.paths.log_file)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        log_lines(&self.paths)
     }
 
     fn write_lines(&self, lines: &[String]) {
-        let mut s = lines.join("\n");
-        s.push('\n');
-        fs::write(&self.paths.log_file, s).unwrap();
+        write_log_lines(&self.paths, lines)
     }
+}
+
+/// The log file's lines.
+pub(crate) fn log_lines(paths: &AuditPaths) -> Vec<String> {
+    fs::read_to_string(&paths.log_file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Replaces the log file with `lines` (tampering, in tests).
+pub(crate) fn write_log_lines(paths: &AuditPaths, lines: &[String]) {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    fs::write(&paths.log_file, s).unwrap();
 }
 
 fn problems(log: &AuditLog) -> Vec<Problem> {

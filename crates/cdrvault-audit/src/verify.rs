@@ -1,12 +1,51 @@
 //! Verification of the whole log against its chain, its MACs and its head.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
+use cdrvault_identity::{BootstrapAdmin, Fingerprint};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::log::{entry_mac_ok, head_mac_ok, parse_line, read_head, read_log_bytes};
-use crate::{AuditError, AuditLog, GENESIS_PREV};
+use crate::operators::{Refusal, Registry, OPERATOR_REGISTERED, OPERATOR_REVOKED};
+use crate::{AuditError, AuditLog, Entry, SignatureCheck, GENESIS_PREV};
+
+/// What `verify` expects of operator signatures.
+#[derive(Debug, Clone, Default)]
+pub struct SignaturePolicy {
+    /// The configured first administrator (`[identity.bootstrap_admin]`),
+    /// the registry's trust anchor. `None`: the first self-signed admin
+    /// registration is taken as it is, and a note says so.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Kinds that must be signed by the actor's registered key (the desk's
+    /// actions). `operator.registered` and `operator.revoked` always must.
+    pub required: BTreeSet<String>,
+}
+
+impl SignaturePolicy {
+    /// A policy anchored at `bootstrap_admin` requiring signatures on the
+    /// registry's own entries only; add the desk's kinds with
+    /// [`require`](Self::require).
+    pub fn new(bootstrap_admin: Option<BootstrapAdmin>) -> SignaturePolicy {
+        SignaturePolicy {
+            bootstrap_admin,
+            required: BTreeSet::new(),
+        }
+    }
+
+    /// Also requires signatures on `kinds`.
+    pub fn require<S: Into<String>>(mut self, kinds: impl IntoIterator<Item = S>) -> Self {
+        self.required.extend(kinds.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether entries of `kind` must carry a registered operator's
+    /// signature.
+    pub fn requires(&self, kind: &str) -> bool {
+        kind == OPERATOR_REGISTERED || kind == OPERATOR_REVOKED || self.required.contains(kind)
+    }
+}
 
 /// The head as stored (what the monthly review records outside the machine).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,6 +90,38 @@ pub enum Problem {
         head_seq: u64,
         last_seq: Option<u64>,
     },
+    /// A kind that must be signed is not, or its body names a signer whose
+    /// signature was removed.
+    MissingSignature { line: u64, seq: u64, kind: String },
+    /// The signature does not verify over the entry (forged, or moved from
+    /// another entry), or a signature sits on an entry that names no signer.
+    BadSignature { line: u64, seq: u64 },
+    /// Signed by a key no operator had registered at that moment.
+    UnknownSigner {
+        line: u64,
+        seq: u64,
+        key: Fingerprint,
+    },
+    /// Signed by a key revoked before this entry.
+    RevokedSigner {
+        line: u64,
+        seq: u64,
+        key: Fingerprint,
+        operator: String,
+        revoked_seq: u64,
+    },
+    /// Signed by an operator's key, but the entry names another actor.
+    ActorMismatch {
+        line: u64,
+        seq: u64,
+        key: Fingerprint,
+        actor: String,
+        registered_as: String,
+    },
+    /// An `operator.*` entry that the registry rules do not allow (not
+    /// signed by an administrator, a bootstrap that is not the configured
+    /// one, a key registered twice, …).
+    OperatorEntryRejected { line: u64, seq: u64, reason: String },
 }
 
 impl fmt::Display for Problem {
@@ -99,6 +170,42 @@ impl fmt::Display for Problem {
                 "the head (seq {head_seq}) does not match the log's last entry (seq {})",
                 last_seq.map_or("(none)".to_owned(), |s| s.to_string())
             ),
+            Problem::MissingSignature { line, seq, kind } => write!(
+                f,
+                "line {line} (seq {seq}): {kind} has no operator signature — it was not made through the desk, or its signature was removed"
+            ),
+            Problem::BadSignature { line, seq } => write!(
+                f,
+                "line {line} (seq {seq}): the operator signature does not verify — forged, or taken from another entry"
+            ),
+            Problem::UnknownSigner { line, seq, key } => write!(
+                f,
+                "line {line} (seq {seq}): signed by key {key}, which no operator had registered at that moment"
+            ),
+            Problem::RevokedSigner {
+                line,
+                seq,
+                key,
+                operator,
+                revoked_seq,
+            } => write!(
+                f,
+                "line {line} (seq {seq}): signed by key {key} of {operator:?}, revoked at seq {revoked_seq}"
+            ),
+            Problem::ActorMismatch {
+                line,
+                seq,
+                key,
+                actor,
+                registered_as,
+            } => write!(
+                f,
+                "line {line} (seq {seq}): names {actor:?} as actor but is signed by key {key} of {registered_as:?}"
+            ),
+            Problem::OperatorEntryRejected { line, seq, reason } => write!(
+                f,
+                "line {line} (seq {seq}): operator registry entry not valid: {reason}"
+            ),
         }
     }
 }
@@ -113,6 +220,10 @@ pub struct VerifyReport {
     pub head: Option<HeadInfo>,
     /// Whether entry and head MACs were checked (needs the audit key).
     pub macs_checked: bool,
+    /// Entries carrying an operator signature (each one checked).
+    pub signed_entries: u64,
+    /// Active operators at the end of the log (name, roles, fingerprint).
+    pub operators: Vec<String>,
     pub problems: Vec<Problem>,
     /// Benign states a crash leaves, repaired by the next append.
     pub notes: Vec<String>,
@@ -126,10 +237,20 @@ impl VerifyReport {
 }
 
 impl AuditLog {
-    /// Checks every entry's hash, MAC (with the key), sequence number and
-    /// link, and the head against the end of the log. Reads under the shared
-    /// lock; changes nothing.
+    /// [`verify_with`](Self::verify_with) the default policy: present
+    /// signatures are checked, registry entries must be signed, the
+    /// bootstrap administrator is not compared with any configuration.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.verify_with(&SignaturePolicy::default())
+    }
+
+    /// Checks every entry's hash, MAC (with the key), sequence number and
+    /// link, and the head against the end of the log; and every operator
+    /// signature against the key registered to the entry's actor at that
+    /// entry (forged, missing, unknown, revoked, another operator's), with
+    /// the registry folded from the log as it goes. Reads under the shared
+    /// lock; changes nothing.
+    pub fn verify_with(&self, policy: &SignaturePolicy) -> Result<VerifyReport, AuditError> {
         let _lock = self.lock(false)?;
         let log = read_log_bytes(&self.paths().log_file)?;
         let head = read_head(&self.paths().head_file)?;
@@ -140,6 +261,7 @@ impl AuditLog {
         let mut expected = 0u64;
         let mut prev: Option<String> = Some(GENESIS_PREV.to_owned());
         let mut last_mac_ok = true;
+        let mut sigs = SignatureAudit::new(policy);
         for i in 0..log.lines.len() {
             let line = log.lines[i].0;
             let p = match parse_line(log.line(i)) {
@@ -175,6 +297,7 @@ impl AuditLog {
             if prev.as_deref().is_some_and(|p| p != e.prev) {
                 problems.push(Problem::BrokenLink { line, seq: e.seq });
             }
+            sigs.check(line, e, p.stray_sig, &mut problems, &mut notes);
             prev = Some(e.hash.clone());
             expected = e.seq.saturating_add(1);
             hashes.push((e.seq, e.hash.clone()));
@@ -239,9 +362,123 @@ impl AuditLog {
                 updated_at: h.updated_at,
             }),
             macs_checked: key.is_some(),
+            signed_entries: sigs.signed,
+            operators: sigs.registry.active().map(|o| o.to_string()).collect(),
             problems,
             notes,
         })
+    }
+}
+
+/// The signature half of `verify`: the registry as of each entry, and what
+/// each signature says against it.
+struct SignatureAudit<'a> {
+    policy: &'a SignaturePolicy,
+    registry: Registry,
+    signed: u64,
+}
+
+impl<'a> SignatureAudit<'a> {
+    fn new(policy: &'a SignaturePolicy) -> Self {
+        SignatureAudit {
+            policy,
+            registry: Registry::default(),
+            signed: 0,
+        }
+    }
+
+    fn check(
+        &mut self,
+        line: u64,
+        e: &Entry,
+        stray_sig: bool,
+        problems: &mut Vec<Problem>,
+        notes: &mut Vec<String>,
+    ) {
+        let seq = e.seq;
+        let required = self.policy.requires(&e.kind);
+        let before = problems.len();
+        if stray_sig {
+            problems.push(Problem::BadSignature { line, seq });
+        }
+        match &e.signature {
+            None if required => problems.push(Problem::MissingSignature {
+                line,
+                seq,
+                kind: e.kind.clone(),
+            }),
+            None => {}
+            Some(s) => {
+                self.signed += 1;
+                match s.check {
+                    SignatureCheck::Missing => problems.push(Problem::MissingSignature {
+                        line,
+                        seq,
+                        kind: e.kind.clone(),
+                    }),
+                    SignatureCheck::Invalid => problems.push(Problem::BadSignature { line, seq }),
+                    SignatureCheck::Valid => {
+                        let bootstrap = e.kind == OPERATOR_REGISTERED && self.registry.is_empty();
+                        if !bootstrap {
+                            if let Some(p) = self.signer_problem(line, e, &s.signer) {
+                                if required {
+                                    problems.push(p);
+                                } else {
+                                    // A refused attempt, say: signed, but it
+                                    // grants nothing.
+                                    notes.push(format!("{p} (a kind that needs no signature)"));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let was_empty = self.registry.is_empty();
+        let applied = self.registry.apply(e, self.policy.bootstrap_admin.as_ref());
+        if let Err(reason) = applied {
+            // A signature problem already explains the rejection.
+            if problems.len() == before {
+                problems.push(Problem::OperatorEntryRejected {
+                    line,
+                    seq,
+                    reason: reason.to_string(),
+                });
+            }
+        } else if was_empty && !self.registry.is_empty() && self.policy.bootstrap_admin.is_none() {
+            notes.push(format!(
+                "line {line} (seq {seq}): the first administrator was registered by their own key; without [identity.bootstrap_admin] it was not compared with the configuration"
+            ));
+        }
+    }
+
+    /// The signer's registration at this entry, against the entry's actor.
+    fn signer_problem(&self, line: u64, e: &Entry, key: &Fingerprint) -> Option<Problem> {
+        let seq = e.seq;
+        match self.registry.identify(key) {
+            Err(Refusal::RevokedKey {
+                name, revoked_seq, ..
+            }) => Some(Problem::RevokedSigner {
+                line,
+                seq,
+                key: key.clone(),
+                operator: name,
+                revoked_seq,
+            }),
+            Err(_) => Some(Problem::UnknownSigner {
+                line,
+                seq,
+                key: key.clone(),
+            }),
+            Ok(op) if op.name != e.actor => Some(Problem::ActorMismatch {
+                line,
+                seq,
+                key: key.clone(),
+                actor: e.actor.clone(),
+                registered_as: op.name.clone(),
+            }),
+            Ok(_) => None,
+        }
     }
 }
 

@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cdrvault_decode::{ColumnMapping, CsvOptions, InputFormat};
+use cdrvault_identity::{BootstrapAdmin, BootstrapAdminConfig};
 use cdrvault_model::NormalizeOptions;
 use cdrvault_retention::{ClassSpec, RetentionPolicy, RuleSpec};
 use chrono::FixedOffset;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// The embedded default configuration (`config/default.toml`).
@@ -56,10 +58,16 @@ pub struct RawConfig {
     pub kafka: Option<RawKafka>,
     pub retention: RawRetention,
     pub lookup: RawLookup,
+    /// No longer read: roles are granted by signed registrations in the
+    /// access log. Present only to refuse it with a clear message.
     #[serde(default)]
-    pub operators: BTreeMap<String, RawRoles>,
+    pub operators: BTreeMap<String, IgnoredAny>,
+    #[serde(default)]
+    pub identity: RawIdentity,
     #[serde(default)]
     pub purge: RawPurge,
+    #[serde(default)]
+    pub compaction: RawCompaction,
     pub audit: RawAudit,
 }
 
@@ -72,28 +80,27 @@ pub struct RawLookup {
     pub threads: usize,
 }
 
-/// An operator's roles: a list, or one comma-separated string (handy in
-/// environment overrides: `CDRVAULT__OPERATORS__KIM=requester,approver`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawRoles {
-    List(Vec<String>),
-    Text(String),
+/// `[identity]`: who anchors the operator registry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// `[identity.bootstrap_admin]`: the first administrator (name and
+    /// OpenSSH public key line). Absent: no operator can be registered.
+    #[serde(default)]
+    pub bootstrap_admin: Option<BootstrapAdminConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPurge {
+    /// No longer read (the privacy officer signs): refused with a message.
     #[serde(default)]
-    pub approvers: Vec<String>,
-    #[serde(default = "default_purge_operator")]
-    pub operator: String,
+    pub approvers: Option<IgnoredAny>,
+    /// No longer read (the service key's operator name is recorded).
+    #[serde(default)]
+    pub operator: Option<IgnoredAny>,
     #[serde(default = "default_purge_interval")]
     pub interval: String,
-}
-
-fn default_purge_operator() -> String {
-    "scheduled-purge".into()
 }
 
 fn default_purge_interval() -> String {
@@ -103,9 +110,42 @@ fn default_purge_interval() -> String {
 impl Default for RawPurge {
     fn default() -> Self {
         RawPurge {
-            approvers: Vec::new(),
-            operator: default_purge_operator(),
+            approvers: None,
+            operator: None,
             interval: default_purge_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompaction {
+    #[serde(default = "default_compaction_interval")]
+    pub interval: String,
+    #[serde(default = "default_small_file_rows")]
+    pub small_file_rows: u64,
+    #[serde(default = "default_min_files")]
+    pub min_files: usize,
+}
+
+fn default_compaction_interval() -> String {
+    "1h".into()
+}
+
+fn default_small_file_rows() -> u64 {
+    1 << 20
+}
+
+fn default_min_files() -> usize {
+    2
+}
+
+impl Default for RawCompaction {
+    fn default() -> Self {
+        RawCompaction {
+            interval: default_compaction_interval(),
+            small_file_rows: default_small_file_rows(),
+            min_files: default_min_files(),
         }
     }
 }
@@ -185,7 +225,6 @@ pub struct RawStorage {
     pub data_dir: PathBuf,
     pub row_group_rows: usize,
     pub max_file_rows: usize,
-    pub max_open_writers: usize,
     pub max_buffered_bytes: usize,
     pub compression: String,
     pub bloom_filter_fpp: f64,
@@ -194,10 +233,34 @@ pub struct RawStorage {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeys {
+    /// `file` (default), `env` or `pkcs11`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
     pub store_dir: PathBuf,
     pub master_key_file: PathBuf,
     pub master_key_env: String,
     pub create_on_first_run: bool,
+    /// Required with `provider = "pkcs11"`; also read by `keys migrate --to pkcs11`.
+    #[serde(default)]
+    pub pkcs11: Option<RawPkcs11>,
+}
+
+fn default_provider() -> String {
+    "file".into()
+}
+
+/// `[keys.pkcs11]`: where the master key lives in an HSM. The PIN is never
+/// in the configuration: name a variable (`pin_env`) or a 0600 file (`pin_file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPkcs11 {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub key_label: String,
+    #[serde(default)]
+    pub pin_env: String,
+    #[serde(default)]
+    pub pin_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,11 +278,21 @@ pub struct RawInput {
 #[serde(deny_unknown_fields)]
 pub struct RawIngest {
     pub dead_letter_dir: PathBuf,
+    /// How long dead letters (and their `dead_letter` keys) are kept: one
+    /// of these, at most the longest retention class; neither = 3 months.
+    #[serde(default)]
+    pub dead_letter_period_months: Option<u32>,
+    #[serde(default)]
+    pub dead_letter_period_days: Option<u32>,
     pub workers: usize,
     pub writer_threads: usize,
     pub chunk_bytes: usize,
     pub dedup_record_ids: bool,
 }
+
+/// The dead-letter period when the configuration names none.
+pub const DEFAULT_DEAD_LETTER_PERIOD: cdrvault_retention::Period =
+    cdrvault_retention::Period::Months(3);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,14 +316,44 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     pub row_group_rows: usize,
     pub max_file_rows: usize,
-    pub max_open_writers: usize,
     pub max_buffered_bytes: usize,
     pub compression: Compression,
     pub bloom_filter_fpp: f64,
 }
 
+/// Who holds the master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProvider {
+    /// `keys.master_key_file` (today's behaviour; `keys.master_key_env`, when
+    /// that variable is set, takes precedence).
+    File,
+    /// Only the variable `keys.master_key_env`.
+    Env,
+    /// A PKCS#11 token (`[keys.pkcs11]`); the key never leaves it.
+    Pkcs11,
+}
+
+/// Where the token PIN comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSetting {
+    Env(String),
+    File(PathBuf),
+}
+
+/// `[keys.pkcs11]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Settings {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub key_label: String,
+    pub pin: PinSetting,
+}
+
 #[derive(Debug, Clone)]
 pub struct KeySettings {
+    pub provider: KeyProvider,
+    /// Present when `[keys.pkcs11]` is configured (required for `pkcs11`).
+    pub pkcs11: Option<Pkcs11Settings>,
     pub store_dir: PathBuf,
     pub master_key_file: PathBuf,
     /// Variable that, when set, holds the master key (takes precedence over the file).
@@ -270,31 +373,13 @@ pub struct InputSettings {
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
     pub dead_letter_dir: PathBuf,
+    /// How long dead letters and their keys are kept (the purge destroys
+    /// them after it, like a partition of that day).
+    pub dead_letter_period: cdrvault_retention::Period,
     pub workers: usize,
     pub writer_threads: usize,
     pub chunk_bytes: usize,
     pub dedup_record_ids: bool,
-}
-
-/// An operator's role in the lawful-request workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// Creates, executes and cancels requests.
-    Requester,
-    /// Approves (or cancels) requests created by someone else.
-    Approver,
-    /// Reads the access log and its reports.
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Requester => "requester",
-            Role::Approver => "approver",
-            Role::Auditor => "auditor",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -307,34 +392,54 @@ pub struct LookupSettings {
     pub output_dir: PathBuf,
     /// Lookup threads (resolved: at least 1).
     pub threads: usize,
-    /// Operator name → roles.
-    pub operators: BTreeMap<String, std::collections::BTreeSet<Role>>,
+}
+
+/// Operator identity: the trust anchor of the operator registry kept in
+/// the access log. The configuration grants no operator anything.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySettings {
+    /// The first administrator, checked (`[identity.bootstrap_admin]`):
+    /// the only registration that needs no administrator's signature is
+    /// theirs, signed by this key. `None`: nobody can be registered.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
 }
 
 /// The purge (`cdrvault purge`, and on an interval inside `cdrvault serve`).
+/// Who approves destruction is not configured: a privacy officer signs it.
 #[derive(Debug, Clone)]
 pub struct PurgeSettings {
-    /// Privacy officers whose approval authorises destruction; a non-dry
-    /// purge is refused while this is empty.
-    pub approvers: Vec<String>,
-    /// Operator recorded for scheduled runs and when none is given.
-    pub operator: String,
     /// How often `cdrvault serve` runs the purge; `None` = never.
     pub interval: Option<std::time::Duration>,
 }
 
-/// Parses `<n>s`, `<n>m`, `<n>h`, `<n>d`, or `off`.
+/// Compaction of small partition files (`cdrvault compact`, and on an
+/// interval inside `cdrvault serve`).
+#[derive(Debug, Clone)]
+pub struct CompactionSettings {
+    /// How often `cdrvault serve` compacts; `None` = never.
+    pub interval: Option<std::time::Duration>,
+    /// A file with fewer rows than this is small (at most
+    /// `storage.max_file_rows`).
+    pub small_file_rows: u64,
+    /// A partition is compacted once it has at least this many small files (≥ 2).
+    pub min_files: usize,
+}
+
+/// Parses `<n>s`, `<n>m`, `<n>h`, `<n>d`, or `off` (`purge.interval`).
 pub fn parse_interval(s: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+    parse_interval_of("purge.interval", s)
+}
+
+/// [`parse_interval`] for the configuration key `key`.
+pub fn parse_interval_of(
+    key: &'static str,
+    s: &str,
+) -> Result<Option<std::time::Duration>, ConfigError> {
     let s = s.trim();
     if s == "off" {
         return Ok(None);
     }
-    let bad = || {
-        invalid(
-            "purge.interval",
-            "must be like 30m, 6h, 1d (at least 1m) or off",
-        )
-    };
+    let bad = || invalid(key, "must be like 30m, 6h, 1d (at least 1m) or off");
     let unit = match s.as_bytes().last() {
         Some(b's') => 1,
         Some(b'm') => 60,
@@ -364,6 +469,9 @@ pub enum MessageFormat {
     JsonLines,
     /// CSV rows without a header; the columns are `csv_columns`.
     Csv,
+    /// TS 32.298 BER: a message holds one CDR (one `CallEventRecord`) or
+    /// one whole TS 32.297 CDR file, told apart by the file header.
+    Ber3gpp,
 }
 
 /// Settings of `cdrvault serve`.
@@ -437,10 +545,11 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
     let input_format = match k.input_format.as_str() {
         "jsonl" | "json" => MessageFormat::JsonLines,
         "csv" => MessageFormat::Csv,
+        "3gpp-ber" => MessageFormat::Ber3gpp,
         other => {
             return Err(invalid(
                 "kafka.input_format",
-                format!("{other:?} is not one of jsonl, csv"),
+                format!("{other:?} is not one of jsonl, csv, 3gpp-ber"),
             ))
         }
     };
@@ -506,7 +615,9 @@ pub struct Settings {
     pub kafka: Option<KafkaSettings>,
     pub retention: RetentionPolicy,
     pub lookup: LookupSettings,
+    pub identity: IdentitySettings,
     pub purge: PurgeSettings,
+    pub compaction: CompactionSettings,
     pub audit: AuditSettings,
 }
 
@@ -604,9 +715,6 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "must be at least storage.row_group_rows",
         ));
     }
-    if s.max_open_writers == 0 {
-        return Err(invalid("storage.max_open_writers", "must be at least 1"));
-    }
     if s.max_buffered_bytes < (1 << 20) {
         return Err(invalid(
             "storage.max_buffered_bytes",
@@ -676,15 +784,17 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             });
         }
     }
+    let (provider, pkcs11) = validate_key_provider(k)?;
     let i = &raw.input;
     let format = match i.format.as_str() {
         "auto" => None,
         "csv" => Some(InputFormat::Csv),
         "jsonl" | "ndjson" => Some(InputFormat::JsonLines),
+        "3gpp-ber" => Some(InputFormat::Ber3gpp),
         other => {
             return Err(invalid(
                 "input.format",
-                format!("{other:?} is not one of auto, csv, jsonl"),
+                format!("{other:?} is not one of auto, csv, jsonl, 3gpp-ber"),
             ))
         }
     };
@@ -718,20 +828,43 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         g.writer_threads
     };
     let retention = RetentionPolicy::new(&raw.retention.classes, &raw.retention.rules)?;
+    if retention.by_name("dead_letter").is_some() {
+        return Err(invalid(
+            "retention.classes",
+            "the class name dead_letter is reserved (the keys of the dead-letter output; their period is ingest.dead_letter_period_months)",
+        ));
+    }
     let p = &raw.purge;
-    let approvers: Vec<String> = p
-        .approvers
-        .iter()
-        .map(|a| a.trim().to_owned())
-        .filter(|a| !a.is_empty())
-        .collect();
-    if p.operator.trim().is_empty() {
-        return Err(invalid("purge.operator", "must not be empty"));
+    if p.approvers.is_some() {
+        return Err(invalid(
+            "purge.approvers",
+            "is no longer read: a privacy officer approves destruction by signing it (`cdrvault purge --operator <privacy officer>`, or `cdrvault purge approve-schedule` for scheduled runs); remove the key",
+        ));
+    }
+    if p.operator.is_some() {
+        return Err(invalid(
+            "purge.operator",
+            "is no longer read: a run records the operator who signs it (for scheduled runs, the service key's operator); remove the key",
+        ));
     }
     let purge = PurgeSettings {
-        approvers,
-        operator: p.operator.trim().to_owned(),
         interval: parse_interval(&p.interval)?,
+    };
+    let identity = validate_identity(&raw)?;
+    let c = &raw.compaction;
+    if c.min_files < 2 {
+        return Err(invalid("compaction.min_files", "must be at least 2"));
+    }
+    if c.small_file_rows == 0 || c.small_file_rows > s.max_file_rows as u64 {
+        return Err(invalid(
+            "compaction.small_file_rows",
+            "must be between 1 and storage.max_file_rows",
+        ));
+    }
+    let compaction = CompactionSettings {
+        interval: parse_interval_of("compaction.interval", &c.interval)?,
+        small_file_rows: c.small_file_rows,
+        min_files: c.min_files,
     };
     let a = &raw.audit;
     if a.log_file.file_name().is_none() || a.head_file.file_name().is_none() {
@@ -754,12 +887,13 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             data_dir: s.data_dir.clone(),
             row_group_rows: s.row_group_rows,
             max_file_rows: s.max_file_rows,
-            max_open_writers: s.max_open_writers,
             max_buffered_bytes: s.max_buffered_bytes,
             compression,
             bloom_filter_fpp: s.bloom_filter_fpp,
         },
         keys: KeySettings {
+            provider,
+            pkcs11,
             store_dir: k.store_dir.clone(),
             master_key_file: k.master_key_file.clone(),
             master_key_env: (!k.master_key_env.trim().is_empty()).then(|| k.master_key_env.clone()),
@@ -778,6 +912,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         },
         ingest: IngestSettings {
             dead_letter_dir: g.dead_letter_dir.clone(),
+            dead_letter_period: dead_letter_period(g, &retention)?,
             workers,
             writer_threads,
             chunk_bytes: g.chunk_bytes,
@@ -786,12 +921,115 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         kafka,
         retention,
         lookup,
+        identity,
         purge,
+        compaction,
         audit: AuditSettings {
             log_file: a.log_file.clone(),
             head_file: a.head_file.clone(),
         },
     })
+}
+
+/// `ingest.dead_letter_period_*`: one of months or days, not zero, and
+/// no longer than the longest retention class (dead letters hold the same
+/// kind of data, sealed, and must not outlive it).
+fn dead_letter_period(
+    g: &RawIngest,
+    policy: &RetentionPolicy,
+) -> Result<cdrvault_retention::Period, ConfigError> {
+    use cdrvault_retention::Period;
+    const KEY: &str = "ingest.dead_letter_period_months";
+    let period = match (g.dead_letter_period_months, g.dead_letter_period_days) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                KEY,
+                "set dead_letter_period_months or dead_letter_period_days, not both",
+            ))
+        }
+        (Some(0), _) | (_, Some(0)) => return Err(invalid(KEY, "must not be zero")),
+        (Some(m), None) => Period::Months(m),
+        (None, Some(d)) => Period::Days(d),
+        (None, None) => DEFAULT_DEAD_LETTER_PERIOD,
+    };
+    let longest = policy
+        .classes()
+        .map(|(_, c)| c.period)
+        .filter(|p| *p != Period::UntilReleased)
+        .fold(None, |acc: Option<Period>, p| match acc {
+            Some(a) if p.never_longer_than(a) => Some(a),
+            _ => Some(p),
+        });
+    if let Some(l) = longest {
+        if !period.never_longer_than(l) {
+            return Err(invalid(
+                KEY,
+                format!("the dead-letter period ({period}) is longer than the longest retention class ({l})"),
+            ));
+        }
+    }
+    Ok(period)
+}
+
+fn validate_key_provider(
+    k: &RawKeys,
+) -> Result<(KeyProvider, Option<Pkcs11Settings>), ConfigError> {
+    let provider = match k.provider.as_str() {
+        "file" => KeyProvider::File,
+        "env" => KeyProvider::Env,
+        "pkcs11" => KeyProvider::Pkcs11,
+        other => {
+            return Err(invalid(
+                "keys.provider",
+                format!("{other:?} is not one of file, env, pkcs11"),
+            ))
+        }
+    };
+    if provider == KeyProvider::Env && k.master_key_env.trim().is_empty() {
+        return Err(invalid(
+            "keys.master_key_env",
+            "must name a variable when keys.provider = \"env\"",
+        ));
+    }
+    let pkcs11 = match &k.pkcs11 {
+        None if provider == KeyProvider::Pkcs11 => {
+            return Err(invalid(
+                "keys.pkcs11",
+                "is required when keys.provider = \"pkcs11\" (module, token_label, key_label, pin_env or pin_file)",
+            ))
+        }
+        None => None,
+        Some(p) => {
+            if p.module.as_os_str().is_empty() {
+                return Err(invalid("keys.pkcs11.module", "must name the PKCS#11 library"));
+            }
+            // CK_TOKEN_INFO.label is 32 bytes, blank-padded.
+            if p.token_label.trim().is_empty() || p.token_label.len() > 32 {
+                return Err(invalid("keys.pkcs11.token_label", "must be 1 to 32 bytes"));
+            }
+            // Rotation adds ".next" to the label of the incoming key.
+            if p.key_label.trim().is_empty() || p.key_label.len() > 58 {
+                return Err(invalid("keys.pkcs11.key_label", "must be 1 to 58 bytes"));
+            }
+            let pin = match (p.pin_env.trim().is_empty(), p.pin_file.as_os_str().is_empty()) {
+                (false, true) => PinSetting::Env(p.pin_env.clone()),
+                (true, false) => PinSetting::File(p.pin_file.clone()),
+                _ => {
+                    return Err(invalid(
+                        "keys.pkcs11.pin_env",
+                        "set exactly one of pin_env (a variable name) and pin_file (a 0600 file); the PIN itself never goes in the configuration",
+                    ))
+                }
+            };
+            Some(Pkcs11Settings {
+                module: p.module.clone(),
+                token_label: p.token_label.clone(),
+                key_label: p.key_label.clone(),
+                pin,
+            })
+        }
+    };
+    Ok((provider, pkcs11))
 }
 
 fn validate_lookup(raw: &RawConfig) -> Result<LookupSettings, ConfigError> {
@@ -803,60 +1041,51 @@ fn validate_lookup(raw: &RawConfig) -> Result<LookupSettings, ConfigError> {
             "must be two upper-case letters (ISO 3166-1 alpha-2), e.g. KR",
         ));
     }
-    if nested(&l.output_dir, &raw.keys.store_dir) {
-        return Err(ConfigError::Overlap {
-            a: "lookup.output_dir",
-            a_path: l.output_dir.clone(),
-            b: "keys.store_dir",
-            b_path: raw.keys.store_dir.clone(),
-        });
+    // Released records hold plaintext identifiers: never among the stored
+    // data (invariant 1; purge and compaction own that tree) nor beside the
+    // keys.
+    for (b, b_path) in [
+        ("keys.store_dir", &raw.keys.store_dir),
+        ("storage.data_dir", &raw.storage.data_dir),
+        ("keys.master_key_file", &raw.keys.master_key_file),
+    ] {
+        if nested(&l.output_dir, b_path) {
+            return Err(ConfigError::Overlap {
+                a: "lookup.output_dir",
+                a_path: l.output_dir.clone(),
+                b,
+                b_path: b_path.clone(),
+            });
+        }
     }
     let threads = if l.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         l.threads
     };
-    let mut operators = BTreeMap::new();
-    for (name, roles) in &raw.operators {
-        let ok = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !ok {
-            return Err(invalid(
-                "operators",
-                format!("operator name {name:?} must match [a-z0-9._-]{{1,64}}"),
-            ));
-        }
-        let list: Vec<String> = match roles {
-            RawRoles::List(v) => v.clone(),
-            RawRoles::Text(t) => t.split(',').map(|s| s.trim().to_owned()).collect(),
-        };
-        let mut set = std::collections::BTreeSet::new();
-        for r in list.iter().filter(|r| !r.is_empty()) {
-            set.insert(match r.as_str() {
-                "requester" => Role::Requester,
-                "approver" => Role::Approver,
-                "auditor" => Role::Auditor,
-                other => {
-                    return Err(invalid(
-                        "operators",
-                        format!(
-                            "operator {name:?}: role {other:?} is not one of requester, approver, auditor"
-                        ),
-                    ))
-                }
-            });
-        }
-        operators.insert(name.clone(), set);
+    if !raw.operators.is_empty() {
+        return Err(invalid(
+            "operators",
+            "[operators] is no longer read: the configuration grants no role. Operators and their roles are registered in the access log, signed by an administrator (`cdrvault operator register`); remove the section",
+        ));
     }
     Ok(LookupSettings {
         dual_control: l.dual_control,
         country_code: l.country_code.clone(),
         output_dir: l.output_dir.clone(),
         threads,
-        operators,
     })
+}
+
+fn validate_identity(raw: &RawConfig) -> Result<IdentitySettings, ConfigError> {
+    let bootstrap_admin = raw
+        .identity
+        .bootstrap_admin
+        .as_ref()
+        .map(|b| b.check())
+        .transpose()
+        .map_err(|e| invalid("identity.bootstrap_admin", e.to_string()))?;
+    Ok(IdentitySettings { bootstrap_admin })
 }
 
 #[cfg(test)]
@@ -885,11 +1114,99 @@ mod tests {
         assert_eq!(class("fixed_local", "voice").as_deref(), Some("fixed"));
         assert_eq!(class("internet", "data").as_deref(), Some("internet"));
         assert_eq!(class("billing", "voice").as_deref(), Some("billing"));
-        assert_eq!(class("satellite", "voice"), None);
+        assert_eq!(class("satellite", "voice").as_deref(), Some("mobile"));
+        assert_eq!(class("satellite", "telex"), None);
         assert!(
             s.input.normalize.default_offset.is_none(),
             "naive times refused by default"
         );
+    }
+
+    #[test]
+    fn embedded_defaults_know_the_3gpp_and_mediation_vocabulary() {
+        let s = load(Source::Embedded).unwrap();
+        let p = &s.retention;
+        let class = |rt: &str, svc: &str| {
+            p.classify(rt, svc)
+                .map(|c| p.class(c).name.clone())
+                .unwrap_or_default()
+        };
+        let mobile = [
+            "moCallRecord",
+            "mtCallRecord",
+            "moSMSRecord",
+            "mtSMSRecord",
+            "roamingRecord",
+            "incGatewayRecord",
+            "outGatewayRecord",
+            "transitCallRecord",
+            "sCSCFRecord",
+            "pCSCFRecord",
+            "iCSCFRecord",
+            "eCSCFRecord",
+            "mRFCRecord",
+            "mGCFRecord",
+            "bGCFRecord",
+            "aSRecord",
+            "iBCFRecord",
+            "tRFRecord",
+            "tFRecord",
+            "aTCFRecord",
+            "mMTelRecord",
+            "MOC",
+            "MTC",
+            "SMS-MO",
+            "SMS-MT",
+            "MO-SMS",
+            "MT-SMS",
+        ];
+        let internet = [
+            "sgsnPDPRecord",
+            "ggsnPDPRecord",
+            "sGWRecord",
+            "pGWRecord",
+            "PDP",
+            "GPRS",
+        ];
+        for w in mobile {
+            for spelling in [w.to_owned(), w.to_lowercase(), w.to_uppercase()] {
+                assert_eq!(class(&spelling, "unknown"), "mobile", "{spelling}");
+            }
+        }
+        for w in internet {
+            for spelling in [w.to_owned(), w.to_lowercase(), w.to_uppercase()] {
+                assert_eq!(class(&spelling, "voice"), "internet", "{spelling}");
+            }
+        }
+        for svc in ["voice", "sms", "mms", "video", "VOICE", "Sms"] {
+            assert_eq!(class("other", svc), "mobile", "{svc}");
+        }
+        assert_eq!(class("other", "data"), "internet");
+        assert_eq!(class("other", "DATA"), "internet");
+        // Numbering-plan fallback, and only then nothing.
+        let by_number = |n: &str| {
+            p.classify_number("other", "unknown", n)
+                .map(|c| p.class(c).name.clone())
+        };
+        for n in [
+            "+821012345678",
+            "+821112345678",
+            "+82169876543",
+            "+82191234567",
+        ] {
+            assert_eq!(by_number(n).as_deref(), Some("mobile"), "{n}");
+        }
+        for n in [
+            "+8221234567",
+            "+82311234567",
+            "+82511234567",
+            "+82641234567",
+        ] {
+            assert_eq!(by_number(n).as_deref(), Some("fixed"), "{n}");
+        }
+        for n in ["+12125550100", "+8215881234", "+82701234567"] {
+            assert_eq!(by_number(n), None, "{n}");
+        }
     }
 
     #[test]
@@ -931,6 +1248,9 @@ mod tests {
         assert_eq!(k.properties["client.id"], "cdrvault-a");
         assert_eq!(k.properties["enable.partition.eof"], "false");
         assert_eq!(k.input_format, MessageFormat::JsonLines);
+        let s = with(|t| *t = t.replace("input_format = \"jsonl\"", "input_format = \"3gpp-ber\""))
+            .unwrap();
+        assert_eq!(s.kafka.unwrap().input_format, MessageFormat::Ber3gpp);
         // Properties the exactly-once design depends on are refused.
         let e = with(|t| {
             *t = t.replace(
@@ -996,16 +1316,93 @@ mod tests {
                 "default_timezone = \"KST\"",
                 "input.default_timezone",
             ),
-            (
-                "max_open_writers = 128",
-                "max_open_writers = 0",
-                "storage.max_open_writers",
-            ),
         ];
         for (from, to, key) in cases {
             let e = with(|t| *t = t.replace(from, to)).unwrap_err();
             assert!(e.to_string().contains(key), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn lookup_output_inside_the_data_dir_is_refused() {
+        let e = with(|t| {
+            *t = t.replace(
+                "output_dir = \"cdrvault-requests\"",
+                "output_dir = \"cdrvault-data/requests\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Overlap {
+                    a: "lookup.output_dir",
+                    b: "storage.data_dir",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_providers_parse_and_a_pin_never_lives_in_the_config() {
+        let s = with(|_| {}).unwrap();
+        assert_eq!(s.keys.provider, KeyProvider::File);
+        assert!(s.keys.pkcs11.is_none());
+        let section = "\n[keys.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"cdrvault\"\nkey_label = \"master\"\n";
+        let hsm = |provider: &str, pins: &str| {
+            with(|t| {
+                *t = t.replace("provider = \"file\"", &format!("provider = \"{provider}\""));
+                *t = t.replace(
+                    "create_on_first_run = true\n",
+                    &format!("create_on_first_run = true\n{section}{pins}"),
+                );
+            })
+        };
+        let s = hsm("pkcs11", "pin_env = \"HSM_PIN\"\n").unwrap();
+        assert_eq!(s.keys.provider, KeyProvider::Pkcs11);
+        let p = s.keys.pkcs11.unwrap();
+        assert_eq!(p.pin, PinSetting::Env("HSM_PIN".into()));
+        assert_eq!(
+            (p.token_label.as_str(), p.key_label.as_str()),
+            ("cdrvault", "master")
+        );
+        let s = hsm("pkcs11", "pin_file = \"/run/secrets/pin\"\n").unwrap();
+        assert_eq!(
+            s.keys.pkcs11.unwrap().pin,
+            PinSetting::File("/run/secrets/pin".into())
+        );
+        // A section alone does not switch the provider (used by migrate).
+        assert_eq!(
+            hsm("file", "pin_env = \"P\"\n").unwrap().keys.provider,
+            KeyProvider::File
+        );
+        for (provider, pins, key) in [
+            ("pkcs11", "", "keys.pkcs11.pin_env"),
+            (
+                "pkcs11",
+                "pin_env = \"P\"\npin_file = \"/p\"\n",
+                "keys.pkcs11.pin_env",
+            ),
+            ("hsm", "pin_env = \"P\"\n", "keys.provider"),
+            ("pkcs11", "pin = \"1234\"\n", "pin"),
+        ] {
+            let e = hsm(provider, pins).unwrap_err();
+            assert!(e.to_string().contains(key), "{provider} {pins}: {e}");
+        }
+        let e =
+            with(|t| *t = t.replace("provider = \"file\"", "provider = \"pkcs11\"")).unwrap_err();
+        assert!(e.to_string().contains("keys.pkcs11"), "{e}");
+        let e = with(|t| {
+            *t = t.replace("provider = \"file\"", "provider = \"env\"");
+            *t = t.replace(
+                "master_key_env = \"CDRVAULT_MASTER_KEY\"",
+                "master_key_env = \"\"",
+            );
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("keys.master_key_env"), "{e}");
     }
 
     #[test]
@@ -1084,43 +1481,78 @@ mod tests {
     }
 
     #[test]
-    fn operators_and_roles() {
-        let s = with(|t| {
-            t.push_str("kim = [\"requester\"]\nlee = \"approver, auditor\"\n");
-        })
-        .unwrap();
+    fn the_configuration_grants_no_role() {
+        let s = load(Source::Embedded).unwrap();
         assert!(s.lookup.dual_control, "dual control is on by default");
-        assert_eq!(
-            s.lookup.operators["kim"].iter().collect::<Vec<_>>(),
-            [&Role::Requester]
-        );
-        assert!(s.lookup.operators["lee"].contains(&Role::Auditor));
         assert!(s.lookup.threads >= 1);
-        let e = with(|t| t.push_str("kim = [\"boss\"]\n")).unwrap_err();
-        assert!(e.to_string().contains("boss"), "{e}");
+        assert!(
+            s.identity.bootstrap_admin.is_none(),
+            "no administrator by default"
+        );
+        let e = with(|t| t.push_str("\n[operators]\nkim = [\"requester\"]\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("operators") && e.to_string().contains("operator register"),
+            "{e}"
+        );
         let e = with(|t| *t = t.replace("country_code = \"KR\"", "country_code = \"kor\""))
             .unwrap_err();
         assert!(e.to_string().contains("lookup.country_code"), "{e}");
     }
 
     #[test]
+    fn the_bootstrap_admin_is_typed_and_checked() {
+        use cdrvault_identity::Signer as _;
+        // A key made now: none is committed.
+        let key = cdrvault_identity::KeyFileSigner::generate_ed25519()
+            .unwrap()
+            .public_key()
+            .to_openssh()
+            + " admin@desk";
+        let key = key.as_str();
+        let s = with(|t| {
+            *t = t.replace(
+                "[identity]\n",
+                &format!("[identity]\nbootstrap_admin = {{ name = \"admin.kim\", public_key = \"{key}\" }}\n"),
+            )
+        })
+        .unwrap();
+        let b = s.identity.bootstrap_admin.unwrap();
+        assert_eq!(b.name, "admin.kim");
+        assert!(b.key.fingerprint().as_str().starts_with("SHA256:"));
+        for (name, key, what) in [
+            ("Admin Kim", key, "operator name"),
+            ("admin", "ssh-ed25519 AAAA", "public key"),
+        ] {
+            let e = with(|t| {
+                *t = t.replace(
+                    "[identity]\n",
+                    &format!("[identity]\nbootstrap_admin = {{ name = \"{name}\", public_key = \"{key}\" }}\n"),
+                )
+            })
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("identity.bootstrap_admin"),
+                "{what}: {e}"
+            );
+        }
+        let e = with(|t| *t = t.replace("[identity]\n", "[identity]\nadmins = []\n")).unwrap_err();
+        assert!(e.to_string().contains("admins"), "{e}");
+    }
+
+    #[test]
     fn purge_settings_parse_and_validate() {
         let s = load(Source::Embedded).unwrap();
-        assert!(
-            s.purge.approvers.is_empty(),
-            "no standing approval by default"
-        );
         assert_eq!(
             s.purge.interval,
             Some(std::time::Duration::from_secs(86_400))
         );
-        let s = with(|t| {
-            *t = t.replace("approvers = []", "approvers = [\"kim.privacy\"]");
-            *t = t.replace("interval = \"24h\"", "interval = \"off\"");
-        })
-        .unwrap();
-        assert_eq!(s.purge.approvers, vec!["kim.privacy"]);
+        let s = with(|t| *t = t.replace("interval = \"24h\"", "interval = \"off\"")).unwrap();
         assert_eq!(s.purge.interval, None);
+        for obsolete in ["approvers = [\"kim.privacy\"]", "operator = \"cron\""] {
+            let e = with(|t| *t = t.replace("[purge]\n", &format!("[purge]\n{obsolete}\n")))
+                .unwrap_err();
+            assert!(e.to_string().contains("no longer read"), "{e}");
+        }
         for bad in ["\"10s\"", "\"1w\"", "\"h\""] {
             let e = with(|t| *t = t.replace("interval = \"24h\"", &format!("interval = {bad}")))
                 .unwrap_err();
@@ -1130,6 +1562,46 @@ mod tests {
             parse_interval("90m").unwrap(),
             Some(std::time::Duration::from_secs(5400))
         );
+    }
+
+    #[test]
+    fn compaction_settings_parse_and_validate() {
+        let s = load(Source::Embedded).unwrap();
+        assert_eq!(
+            s.compaction.interval,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(s.compaction.min_files, 2);
+        assert!(s.compaction.small_file_rows <= s.storage.max_file_rows as u64);
+        assert_eq!(DEFAULT_TOML.matches("interval = \"1h\"").count(), 1);
+        let s = with(|t| *t = t.replace("interval = \"1h\"", "interval = \"off\"")).unwrap();
+        assert_eq!(s.compaction.interval, None);
+        for (from, to, key) in [
+            (
+                "interval = \"1h\"",
+                "interval = \"5s\"",
+                "compaction.interval",
+            ),
+            ("min_files = 2", "min_files = 1", "compaction.min_files"),
+            (
+                "small_file_rows = 1048576",
+                "small_file_rows = 99999999",
+                "compaction.small_file_rows",
+            ),
+            ("min_files = 2", "min_files = 2\nbogus = 1", "bogus"),
+        ] {
+            assert!(DEFAULT_TOML.contains(from), "{from}");
+            let e = with(|t| *t = t.replace(from, to)).unwrap_err();
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+        // A file without the section gets the defaults.
+        let s = with(|t| {
+            let start = t.find("[compaction]").unwrap();
+            let end = start + t[start..].find("\n\n").unwrap();
+            t.replace_range(start..end, "");
+        })
+        .unwrap();
+        assert_eq!(s.compaction.min_files, 2);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 
 use std::hint::black_box;
 
-use cdrvault_crypto::{DataKey, Identifiers, PseudonymKey, Pseudonymizer};
+use cdrvault_crypto::{
+    DataKey, IdentifierRefs, Identifiers, PseudonymKey, PseudonymScheme, Pseudonymizer,
+};
 use cdrvault_model::{CellId, Imei, Imsi, IpAddr, Msisdn};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -24,7 +26,8 @@ fn sample() -> Identifiers {
 }
 
 fn pseudonyms(c: &mut Criterion) {
-    let p = Pseudonymizer::new(&PseudonymKey::generate());
+    let p1 = Pseudonymizer::new(&PseudonymKey::generate(), PseudonymScheme::HmacSha256);
+    let p = Pseudonymizer::new(&PseudonymKey::generate(), PseudonymScheme::AesCmac);
     let ids = sample();
     let (caller, callee) = (ids.caller.unwrap(), ids.callee.unwrap());
     let (imsi, imei) = (ids.imsi.unwrap(), ids.imei.unwrap());
@@ -32,16 +35,28 @@ fn pseudonyms(c: &mut Criterion) {
     let ip = ids.ip.unwrap();
     let mut g = c.benchmark_group("pseudonyms");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("6_per_record", |b| {
+    g.bench_function("6_per_record_v1_hmac", |b| {
         b.iter(|| {
             black_box((
-                p.pseudonym_msisdn(black_box(&caller)),
-                p.pseudonym_msisdn(black_box(&callee)),
-                p.pseudonym_imsi(black_box(&imsi)),
-                p.pseudonym_imei(black_box(&imei)),
-                p.pseudonym_cell(black_box(&cell)),
-                p.pseudonym_ip(black_box(&ip)),
+                p1.pseudonym_msisdn(black_box(&caller)),
+                p1.pseudonym_msisdn(black_box(&callee)),
+                p1.pseudonym_imsi(black_box(&imsi)),
+                p1.pseudonym_imei(black_box(&imei)),
+                p1.pseudonym_cell(black_box(&cell)),
+                p1.pseudonym_ip(black_box(&ip)),
             ))
+        })
+    });
+    g.bench_function("6_per_record_v2_cmac_batched", |b| {
+        b.iter(|| {
+            black_box(p.pseudonyms(black_box(&IdentifierRefs {
+                caller: Some(&caller),
+                callee: Some(&callee),
+                imsi: Some(&imsi),
+                imei: Some(&imei),
+                cell_id: Some(&cell),
+                ip: Some(&ip),
+            })))
         })
     });
     g.bench_function("1_msisdn", |b| {

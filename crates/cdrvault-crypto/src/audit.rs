@@ -12,9 +12,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::keys::{random_array, HmacSha256, MasterKey, WrappedKey, KEY_LEN};
 use crate::seal::{NONCE_LEN, TAG_LEN};
+use crate::wrap::WRAP_AUDIT_LABEL;
 use crate::CryptoError;
 
-const WRAP_AUDIT_LABEL: &[u8] = b"cdrvault/v1/wrap/audit-key";
 const AUDIT_MAC_INFO: &[u8] = b"cdrvault/v1/audit/mac";
 const AUDIT_SEAL_INFO: &[u8] = b"cdrvault/v1/audit/seal";
 
@@ -43,7 +43,11 @@ impl fmt::Debug for AuditKey {
 }
 
 impl AuditKey {
-    fn from_root(root: [u8; KEY_LEN]) -> AuditKey {
+    pub(crate) fn root_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.root
+    }
+
+    pub(crate) fn from_root(root: [u8; KEY_LEN]) -> AuditKey {
         let hk = Hkdf::<Sha256>::new(None, &root);
         let mut mac = [0u8; KEY_LEN];
         let mut seal = [0u8; KEY_LEN];
@@ -122,7 +126,7 @@ impl MasterKey {
     /// [`unwrap_data_key`](Self::unwrap_data_key).
     pub fn unwrap_audit_key(&self, w: &WrappedKey, aad: &[u8]) -> Result<AuditKey, CryptoError> {
         self.unwrap_raw(WRAP_AUDIT_LABEL, w, aad)
-            .map(AuditKey::from_root)
+            .map(|root| AuditKey::from_root(*root))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use cdrvault_model::{Cdr, CellId, Imei, Imsi, IpAddr, Msisdn};
 
-use crate::pseudonym::IpText;
+use crate::pseudonym::{IdentifierRefs, IpText};
 use crate::CryptoError;
 
 /// Version byte of the blob format.
@@ -100,10 +100,10 @@ fn canonical<T>(
 }
 
 impl Identifiers {
-    /// The identifiers of a record (`caller` is always `Some`).
+    /// The identifiers of a record.
     pub fn from_cdr(cdr: &Cdr) -> Identifiers {
         Identifiers {
-            caller: Some(cdr.caller),
+            caller: cdr.caller,
             callee: cdr.callee,
             imsi: cdr.imsi,
             imei: cdr.imei,
@@ -114,20 +114,19 @@ impl Identifiers {
 
     /// Appends the version-1 encoding to `out` (no other allocation).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(BLOB_VERSION);
-        put(
-            out,
-            self.caller.as_ref().map(|m| m.expose_e164().as_bytes()),
-        );
-        put(
-            out,
-            self.callee.as_ref().map(|m| m.expose_e164().as_bytes()),
-        );
-        put(out, self.imsi.as_ref().map(|i| i.expose().as_bytes()));
-        put(out, self.imei.as_ref().map(|i| i.expose().as_bytes()));
-        put(out, self.cell_id.as_ref().map(|c| c.expose().as_bytes()));
-        let ip = self.ip.as_ref().map(IpText::new);
-        put(out, ip.as_ref().map(|t| t.as_bytes()));
+        self.refs().encode_into(out);
+    }
+
+    /// The identifiers, borrowed.
+    pub fn refs(&self) -> IdentifierRefs<'_> {
+        IdentifierRefs {
+            caller: self.caller.as_ref(),
+            callee: self.callee.as_ref(),
+            imsi: self.imsi.as_ref(),
+            imei: self.imei.as_ref(),
+            cell_id: self.cell_id.as_ref(),
+            ip: self.ip.as_ref(),
+        }
     }
 
     /// Decodes a blob, re-validating every value with the model's parser.
@@ -197,6 +196,32 @@ impl Identifiers {
                 "invalid ip",
             )?,
         })
+    }
+}
+
+impl IdentifierRefs<'_> {
+    /// The borrowed identifiers of a record (`caller` is always `Some`).
+    pub fn from_cdr(cdr: &Cdr) -> IdentifierRefs<'_> {
+        IdentifierRefs {
+            caller: cdr.caller.as_ref(),
+            callee: cdr.callee.as_ref(),
+            imsi: cdr.imsi.as_ref(),
+            imei: cdr.imei.as_ref(),
+            cell_id: cdr.cell_id.as_ref(),
+            ip: cdr.ip.as_ref(),
+        }
+    }
+
+    /// Appends the version-1 blob encoding (see [`Identifiers`]) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(BLOB_VERSION);
+        put(out, self.caller.map(|m| m.expose_e164().as_bytes()));
+        put(out, self.callee.map(|m| m.expose_e164().as_bytes()));
+        put(out, self.imsi.map(|i| i.expose().as_bytes()));
+        put(out, self.imei.map(|i| i.expose().as_bytes()));
+        put(out, self.cell_id.map(|c| c.expose().as_bytes()));
+        let ip = self.ip.map(IpText::new);
+        put(out, ip.as_ref().map(|t| t.as_bytes()));
     }
 }
 
@@ -274,7 +299,7 @@ mod tests {
             record_id: "r1".into(),
             record_type: "mobile".into(),
             service: "voice".into(),
-            caller: Msisdn::parse("010-1234-5678").unwrap(),
+            caller: Some(Msisdn::parse("010-1234-5678").unwrap()),
             callee: None,
             imsi: None,
             imei: None,
@@ -286,7 +311,8 @@ mod tests {
             ip: Some(IpAddr::parse("203.0.113.7").unwrap()),
         };
         let ids = Identifiers::from_cdr(&cdr);
-        assert_eq!(ids.caller, Some(cdr.caller));
+        assert_eq!(ids.caller, cdr.caller);
+        assert!(ids.caller.is_some());
         assert_eq!(ids.ip, cdr.ip);
     }
 

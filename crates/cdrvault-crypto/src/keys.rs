@@ -3,13 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::wrap::{self, WRAP_DATA_LABEL, WRAP_PSEUDONYM_LABEL};
 use crate::CryptoError;
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
@@ -19,8 +18,6 @@ pub const KEY_LEN: usize = 32;
 
 const MASTER_KEY_ID_LABEL: &[u8] = b"cdrvault/v1/master-key-id";
 const MASTER_CHECK_LABEL: &[u8] = b"cdrvault/v1/master-check";
-const WRAP_PSEUDONYM_LABEL: &[u8] = b"cdrvault/v1/wrap/pseudonym-key";
-const WRAP_DATA_LABEL: &[u8] = b"cdrvault/v1/wrap/data-key";
 
 /// Fills an array from the operating system's CSPRNG.
 ///
@@ -198,21 +195,14 @@ impl MasterKey {
         mac.verify_truncated_left(check).is_ok()
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new((&self.bytes).into())
+    pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
     }
 
     pub(crate) fn wrap_raw(&self, label: &[u8], key: &[u8; KEY_LEN], aad: &[u8]) -> WrappedKey {
-        let nonce = random_array::<12>();
-        let full_aad = wrap_aad(label, aad);
-        let mut buf = Vec::with_capacity(KEY_LEN + 16);
-        buf.extend_from_slice(key);
-        self.cipher()
-            .encrypt_in_place(Nonce::from_slice(&nonce), &full_aad, &mut buf)
-            .expect("AES-GCM encrypts a 32-byte plaintext");
-        WrappedKey {
-            nonce,
-            ciphertext: buf,
+        match wrap::wrap_raw(self, label, key, aad) {
+            Ok(w) => w,
+            Err(never) => match never {},
         }
     }
 
@@ -221,18 +211,12 @@ impl MasterKey {
         label: &[u8],
         w: &WrappedKey,
         aad: &[u8],
-    ) -> Result<[u8; KEY_LEN], CryptoError> {
-        if w.ciphertext.len() != KEY_LEN + 16 {
-            return Err(CryptoError::UnwrapFailed);
+    ) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+        match wrap::unwrap_raw(self, label, w, aad) {
+            Ok(Some(k)) => Ok(k),
+            Ok(None) => Err(CryptoError::UnwrapFailed),
+            Err(never) => match never {},
         }
-        let full_aad = wrap_aad(label, aad);
-        let mut buf = Zeroizing::new(w.ciphertext.clone());
-        self.cipher()
-            .decrypt_in_place(Nonce::from_slice(&w.nonce), &full_aad, &mut *buf)
-            .map_err(|_| CryptoError::UnwrapFailed)?;
-        let mut out = [0u8; KEY_LEN];
-        out.copy_from_slice(&buf[..KEY_LEN]);
-        Ok(out)
     }
 
     /// Wraps (encrypts) a pseudonym key under this master key with
@@ -259,25 +243,15 @@ impl MasterKey {
         aad: &[u8],
     ) -> Result<PseudonymKey, CryptoError> {
         self.unwrap_raw(WRAP_PSEUDONYM_LABEL, w, aad)
-            .map(|bytes| PseudonymKey { bytes })
+            .map(|bytes| PseudonymKey::from_raw(*bytes))
     }
 
     /// Unwraps a data key; see
     /// [`unwrap_pseudonym_key`](Self::unwrap_pseudonym_key).
     pub fn unwrap_data_key(&self, w: &WrappedKey, aad: &[u8]) -> Result<DataKey, CryptoError> {
         self.unwrap_raw(WRAP_DATA_LABEL, w, aad)
-            .map(|bytes| DataKey { bytes })
+            .map(|bytes| DataKey::from_raw(*bytes))
     }
-}
-
-/// The AEAD associated data of a wrap: `label || 0x00 || caller aad`. The
-/// label separates the two key kinds even if a caller passes the same `aad`.
-fn wrap_aad(label: &[u8], aad: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(label.len() + 1 + aad.len());
-    v.extend_from_slice(label);
-    v.push(0);
-    v.extend_from_slice(aad);
-    v
 }
 
 /// The key of keyed pseudonyms (HMAC-SHA256) for one retention class and day.
@@ -302,6 +276,10 @@ impl PseudonymKey {
 
     pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.bytes
+    }
+
+    pub(crate) fn from_raw(bytes: [u8; KEY_LEN]) -> PseudonymKey {
+        PseudonymKey { bytes }
     }
 
     #[cfg(test)]
@@ -339,6 +317,10 @@ impl DataKey {
 
     pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.bytes
+    }
+
+    pub(crate) fn from_raw(bytes: [u8; KEY_LEN]) -> DataKey {
+        DataKey { bytes }
     }
 
     #[cfg(test)]

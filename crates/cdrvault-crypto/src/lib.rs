@@ -148,12 +148,20 @@ mod error;
 mod keys;
 mod pseudonym;
 mod seal;
+mod wrap;
 
 pub use audit::AuditKey;
 pub use blob::{Identifiers, BLOB_VERSION};
 pub use error::CryptoError;
 pub use keys::{DataKey, KeyId, MasterKey, PseudonymKey, WrappedKey, KEY_LEN};
-pub use pseudonym::{domain_tag, ParsePseudonymError, Pseudonym, Pseudonymizer, PSEUDONYM_LEN};
+pub use pseudonym::{
+    domain_tag, IdentifierRefs, ParsePseudonymError, Pseudonym, PseudonymScheme, Pseudonymizer,
+    PSEUDONYM_LEN,
+};
 pub use seal::{
     ContextId, Opener, Sealer, MAX_RECORDS_PER_CONTEXT, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN,
+};
+pub use wrap::{
+    matches_sealed_check, sealed_check, unwrap_audit_key, unwrap_data_key, unwrap_pseudonym_key,
+    wrap_audit_key, wrap_data_key, wrap_pseudonym_key, KeyWrapper, SEALED_CHECK_LEN,
 };

@@ -190,6 +190,17 @@ impl Sealer {
         self.seal_with(aad, 96, out, |o| ids.encode_into(o))
     }
 
+    /// [`seal_identifiers`](Self::seal_identifiers) of borrowed identifiers
+    /// (the hot path: nothing is cloned).
+    pub fn seal_identifier_refs(
+        &mut self,
+        aad: &[u8],
+        ids: &crate::IdentifierRefs<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        self.seal_with(aad, 96, out, |o| ids.encode_into(o))
+    }
+
     /// Appends the nonce, lets `write` append the plaintext, encrypts that
     /// region in place and appends the tag.
     fn seal_with(

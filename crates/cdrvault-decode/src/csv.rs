@@ -1,4 +1,5 @@
-//! CSV decoding: RFC 4180, one record per line.
+//! CSV decoding: RFC 4180, one record per line (a line break inside a
+//! quoted field belongs to the record).
 
 use std::borrow::Cow;
 
@@ -158,6 +159,10 @@ impl CsvDecoder {
 impl Decoder for CsvDecoder {
     fn format(&self) -> &'static str {
         FORMAT
+    }
+
+    fn framing(&self) -> crate::Framing {
+        crate::Framing::QuotedLines
     }
 
     fn decode<'a>(&self, line: &'a [u8]) -> Result<RawRecord<'a>, RejectReason> {
@@ -363,7 +368,7 @@ mod tests {
             assert!(borrowed_from(line, rec.get(f).unwrap()));
         }
         let cdr = cdrvault_model::normalize(&rec, &Default::default()).unwrap();
-        assert_eq!(cdr.caller.expose_e164(), "+821012345678");
+        assert_eq!(cdr.caller.unwrap().expose_e164(), "+821012345678");
         assert_eq!(cdr.end_us - cdr.start_us, 60_000_000);
     }
 

@@ -1,11 +1,13 @@
 //! Input decoders: one line of a carrier export in, one [`RawRecord`] out.
 //!
-//! Two formats are supported:
+//! Three formats are supported:
 //!
 //! * **JSON Lines** ([`JsonLinesDecoder`]): every line is one JSON object whose
 //!   keys name fields and whose values are strings, numbers or `null`.
 //! * **CSV** ([`CsvDecoder`]): RFC 4180, one record per line, with a header
 //!   line that names the columns.
+//! * **3GPP BER** ([`ber::BerDecoder`]): TS 32.297 CDR files of TS 32.298
+//!   charging data records in ASN.1 BER, one CDR per frame (see [`ber`]).
 //!
 //! Carriers name their columns differently; a [`ColumnMapping`] says which
 //! source column (or JSON key) holds each logical [`Field`].
@@ -38,6 +40,7 @@
 //! assert_eq!(rec.get(Field::Callee), None);
 //! ```
 
+pub mod ber;
 mod csv;
 pub mod fuzz;
 mod json;
@@ -45,6 +48,7 @@ mod mapping;
 
 use std::path::Path;
 
+use cdrvault_model::{normalize, Cdr, NormalizeOptions};
 pub use cdrvault_model::{Field, RawRecord, RejectReason};
 
 pub use crate::csv::{CsvDecoder, CsvOptions};
@@ -67,21 +71,119 @@ pub trait Decoder: Send + Sync + std::fmt::Debug {
     /// A [`RejectReason`] (never containing record values) when the line is
     /// not a well-formed record of this format.
     fn decode<'a>(&self, line: &'a [u8]) -> Result<RawRecord<'a>, RejectReason>;
+
+    /// Decodes one frame of a binary format, with `origin` identifying the
+    /// frame in its file (it may enter the record id). Text formats ignore
+    /// `origin` and decode the frame as a line.
+    ///
+    /// # Errors
+    ///
+    /// As [`Decoder::decode`].
+    fn decode_framed<'a>(
+        &self,
+        frame: &'a [u8],
+        origin: &[u8],
+    ) -> Result<RawRecord<'a>, RejectReason> {
+        let _ = origin;
+        self.decode(frame)
+    }
+
+    /// Decodes one record (a line, or with `origin` a frame of a binary
+    /// format) straight into a validated, normalised [`Cdr`]: what the
+    /// pipeline calls. The default decodes ([`Decoder::decode`] /
+    /// [`Decoder::decode_framed`]) and then [`normalize`]s; a binary format
+    /// builds the record from its fields directly instead of formatting
+    /// them as text to be parsed again.
+    ///
+    /// # Errors
+    ///
+    /// A [`RejectReason`] from decoding or normalisation.
+    fn decode_normalized(
+        &self,
+        record: &[u8],
+        origin: Option<&[u8]>,
+        opts: &NormalizeOptions,
+    ) -> Result<Cdr, RejectReason> {
+        let raw = match origin {
+            None => self.decode(record)?,
+            Some(o) => self.decode_framed(record, o)?,
+        };
+        normalize(&raw, opts)
+    }
+
+    /// How the input of this format is cut into records.
+    fn framing(&self) -> Framing {
+        Framing::Lines
+    }
+}
+
+/// How an input is cut into records before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One record per line.
+    Lines,
+    /// One record per line, except that a line break inside a double-quoted
+    /// field belongs to the record (RFC 4180 CSV): records end at line
+    /// breaks outside quotes (see [`quoted_record_end`]).
+    QuotedLines,
+    /// TS 32.297 CDR files (or lone CDRs), one record per CDR frame.
+    Cdr3gpp,
+}
+
+/// Where the first record of `data` ends under [`Framing::QuotedLines`]:
+/// the index of the first `\n` that is outside double quotes, counting
+/// quotes from the start of `data` (which must start a record). `None` if
+/// every line break in `data` is inside quotes (the record goes on).
+///
+/// RFC 4180 doubles a quote inside a quoted field, so the parity of the
+/// quotes before a line break tells whether it is inside a field.
+pub fn quoted_record_end(data: &[u8]) -> Option<usize> {
+    let mut inside = false;
+    for i in memchr::memchr2_iter(b'"', b'\n', data) {
+        match data[i] {
+            b'"' => inside = !inside,
+            _ if !inside => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Where the last complete record of `data` ends under
+/// [`Framing::QuotedLines`] (index of its `\n`), or `None`.
+pub fn last_quoted_record_end(data: &[u8]) -> Option<usize> {
+    if memchr::memchr(b'"', data).is_none() {
+        return memchr::memrchr(b'\n', data);
+    }
+    let mut inside = false;
+    let mut last = None;
+    for i in memchr::memchr2_iter(b'"', b'\n', data) {
+        match data[i] {
+            b'"' => inside = !inside,
+            _ if !inside => last = Some(i),
+            _ => {}
+        }
+    }
+    last
 }
 
 /// The input formats cdrvault can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
-    /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`).
+    /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`), or a JSON
+    /// file holding one array of such objects (a `.json` export, pretty-printed
+    /// or not: the reader splits the array into its elements).
     JsonLines,
     /// Comma- (or otherwise) separated values with a header line (`.csv`, `.tsv`).
     Csv,
+    /// TS 32.297 CDR files of TS 32.298 BER records (`.ber`, `.cdr`).
+    Ber3gpp,
 }
 
 impl InputFormat {
     /// Guesses the format from a file name's extension (case-insensitive):
     /// `.jsonl`, `.ndjson`, `.json` → [`JsonLines`](Self::JsonLines); `.csv`,
-    /// `.tsv` → [`Csv`](Self::Csv); anything else (including compressed files
+    /// `.tsv` → [`Csv`](Self::Csv); `.ber`, `.cdr` → [`Ber3gpp`](Self::Ber3gpp); anything else (including compressed files
     /// such as `x.csv.gz`) → `None`.
     ///
     /// Note that a `.tsv` file still needs [`CsvOptions::delimiter`] set to `b'\t'`.
@@ -94,6 +196,8 @@ impl InputFormat {
             Some(InputFormat::JsonLines)
         } else if ["csv", "tsv"].iter().any(|e| ext.eq_ignore_ascii_case(e)) {
             Some(InputFormat::Csv)
+        } else if ["ber", "cdr"].iter().any(|e| ext.eq_ignore_ascii_case(e)) {
+            Some(InputFormat::Ber3gpp)
         } else {
             None
         }
@@ -101,20 +205,35 @@ impl InputFormat {
 
     /// Guesses the format from the first line of a file: if its first byte
     /// that is not whitespace (after an optional UTF-8 byte-order mark) is
-    /// `{`, the file is JSON Lines, otherwise CSV.
+    /// `{` (JSON Lines) or `[` (a JSON array of records), the file is JSON,
+    /// otherwise CSV.
     pub fn sniff(first_line: &[u8]) -> InputFormat {
         let line = first_line.strip_prefix(BOM).unwrap_or(first_line);
         match line.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => InputFormat::JsonLines,
+            Some(b'{' | b'[') => InputFormat::JsonLines,
             _ => InputFormat::Csv,
         }
     }
 
-    /// The format's short name, as returned by [`Decoder::format`]: `"jsonl"` or `"csv"`.
+    /// Guesses the format from the first bytes of a file (`total_len`: the
+    /// file's size when known): a consistent TS 32.297 file header means
+    /// [`Ber3gpp`](Self::Ber3gpp); otherwise as [`InputFormat::sniff`].
+    pub fn sniff_binary(prefix: &[u8], total_len: Option<u64>) -> InputFormat {
+        if ber::file::sniff(prefix, total_len) {
+            InputFormat::Ber3gpp
+        } else {
+            let line = memchr::memchr(b'\n', prefix).map_or(prefix, |i| &prefix[..i]);
+            InputFormat::sniff(line)
+        }
+    }
+
+    /// The format's short name, as returned by [`Decoder::format`]:
+    /// `"jsonl"`, `"csv"` or `"3gpp-ber"`.
     pub fn name(self) -> &'static str {
         match self {
             InputFormat::JsonLines => json::FORMAT,
             InputFormat::Csv => csv::FORMAT,
+            InputFormat::Ber3gpp => ber::FORMAT,
         }
     }
 }
@@ -123,8 +242,9 @@ impl InputFormat {
 ///
 /// For [`InputFormat::Csv`], `header` must be the file's header line (without
 /// its terminator); its columns are mapped to fields through `mapping` (see
-/// [`CsvDecoder::from_header`]). For [`InputFormat::JsonLines`], `header` and
-/// `csv` are ignored (pass `None`).
+/// [`CsvDecoder::from_header`]). For [`InputFormat::JsonLines`] and
+/// [`InputFormat::Ber3gpp`], `header` and `csv` are ignored (pass `None`);
+/// 3GPP records have fixed fields, so the mapping does not apply either.
 ///
 /// # Errors
 ///
@@ -142,6 +262,7 @@ pub fn decoder_for(
             let header = header.ok_or(DecodeError::MissingHeader)?;
             Box::new(CsvDecoder::from_header(header, mapping, csv)?)
         }
+        InputFormat::Ber3gpp => Box::new(ber::BerDecoder),
     })
 }
 
@@ -250,6 +371,8 @@ mod tests {
         assert_eq!(f("x.csv"), Some(InputFormat::Csv));
         assert_eq!(f("x.TSV"), Some(InputFormat::Csv));
         assert_eq!(f("x.csv.gz"), None);
+        assert_eq!(f("MSC01_0001.ber"), Some(InputFormat::Ber3gpp));
+        assert_eq!(f("x.CDR"), Some(InputFormat::Ber3gpp));
         assert_eq!(f("x"), None);
         assert_eq!(f("x.txt"), None);
     }
@@ -262,6 +385,7 @@ mod tests {
             InputFormat::JsonLines
         );
         assert_eq!(InputFormat::sniff(b"record_id,caller"), InputFormat::Csv);
+        assert_eq!(InputFormat::sniff(b" [\n"), InputFormat::JsonLines);
         assert_eq!(InputFormat::sniff(b""), InputFormat::Csv);
         assert_eq!(InputFormat::JsonLines.name(), "jsonl");
         assert_eq!(InputFormat::Csv.name(), "csv");

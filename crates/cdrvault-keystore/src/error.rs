@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cdrvault_crypto::{CryptoError, KeyId};
+use chrono::NaiveDate;
 
 /// Why a key-store operation failed.
 ///
@@ -82,6 +83,21 @@ pub enum KeyStoreError {
         /// What is wrong (never quotes key material).
         reason: String,
     },
+    /// The keys of a (class, day) are missing although data of that day
+    /// exists: they were deleted or the store was restored from an older
+    /// backup. New keys are not created in their place.
+    #[error("the keys of class {class}, day {date} are missing from the key store ({} does not exist), but {found}: refusing to create new keys for that day (the data stored under the old ones would become unreadable and lookups would miss it); restore the file from a backup of the key store", path.display())]
+    PeriodKeysMissing {
+        /// Retention class (or `dead_letter`).
+        class: String,
+        /// The day.
+        date: NaiveDate,
+        /// Where the key file should be.
+        path: PathBuf,
+        /// What data of that day was found (a directory and a count; never
+        /// an identifier).
+        found: String,
+    },
     /// The master key given is not the one the store was made with.
     #[error("wrong master key: the key store expects master key {expected_id}, got {given_id}")]
     WrongMasterKey {
@@ -135,6 +151,99 @@ pub enum KeyStoreError {
         /// The name given (truncated to 80 characters).
         class: String,
     },
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("PKCS#11 module {} could not be used: {reason}", module.display())]
+    Pkcs11Module {
+        /// The shared library.
+        module: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No initialised token carries the configured label (missing token).
+    #[error("no PKCS#11 token labelled {token:?} in {} (is the token present and initialised?)", module.display())]
+    TokenNotFound {
+        /// The token label looked for.
+        token: String,
+        /// The module searched.
+        module: PathBuf,
+    },
+    /// The token's user PIN is locked.
+    #[error("PKCS#11 token {token:?} is locked (user PIN locked after failed logins); unlock it with the security officer PIN")]
+    TokenLocked {
+        /// The token label.
+        token: String,
+    },
+    /// The token refused the PIN.
+    #[error("PKCS#11 token {token:?} refused the PIN (wrong PIN)")]
+    WrongPin {
+        /// The token label.
+        token: String,
+    },
+    /// The PIN could not be read (never quoted).
+    #[error("the PKCS#11 PIN from {origin} is unavailable: {reason}")]
+    PinUnavailable {
+        /// `environment variable <NAME>` or `file <path>`.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No key with the label in the token.
+    #[error("PKCS#11 token {token:?} holds no key labelled {key:?}; create it with `cdrvault keys init --provider pkcs11`")]
+    TokenKeyNotFound {
+        /// The token label.
+        token: String,
+        /// The key label.
+        key: String,
+    },
+    /// A key with the label already exists.
+    #[error(
+        "PKCS#11 token {token:?} already holds a key labelled {key:?}; refusing to create another"
+    )]
+    TokenKeyExists {
+        /// The token label.
+        token: String,
+        /// The key label.
+        key: String,
+    },
+    /// Several objects carry the label.
+    #[error("PKCS#11 token {token:?} holds {count} keys labelled {key:?}; labels must be unique")]
+    TokenKeyAmbiguous {
+        /// The token label.
+        token: String,
+        /// The key label.
+        key: String,
+        /// How many.
+        count: usize,
+    },
+    /// The key's attributes do not keep it in the token, or it is not AES-256.
+    #[error("PKCS#11 key {key:?} in token {token:?} is refused as a master key: {reason}")]
+    TokenKeyUnsuitable {
+        /// The token label.
+        token: String,
+        /// The key label.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A token operation failed.
+    #[error("PKCS#11 token {token:?} failed to {operation}: {reason}")]
+    Token {
+        /// The token label.
+        token: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// The PKCS#11 error (a return value, never data).
+        reason: String,
+    },
+}
+
+impl KeyStoreError {
+    /// True for a failure of the file system (a full disk, an unreadable
+    /// directory) rather than of the keys themselves: callers report it as
+    /// an I/O failure, not as a key error.
+    pub fn is_io(&self) -> bool {
+        matches!(self, KeyStoreError::Io { .. })
+    }
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> KeyStoreError {

@@ -1,15 +1,14 @@
 //! Durable, private file writes.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::io_err;
 use crate::KeyStoreError;
 
 pub(crate) const DIR_MODE: u32 = 0o700;
-pub(crate) const FILE_MODE: u32 = 0o600;
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// Creates `dir` (and parents) with mode 0700 and sets 0700 on `dir` itself.
@@ -27,58 +26,31 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), KeyStoreError> {
 }
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), KeyStoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    cdrvault_fsio::fsync_dir(dir).map_err(io_err(dir))
 }
 
 /// Creates `path` (which must not exist) with mode 0600, writes `bytes` and
 /// fsyncs the file.
 pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), KeyStoreError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == ErrorKind::AlreadyExists {
-                KeyStoreError::AlreadyExists {
-                    path: path.to_owned(),
-                }
-            } else {
-                io_err(path)(e)
+    cdrvault_fsio::write_new_private(path, bytes).map_err(|e| {
+        if e.kind() == ErrorKind::AlreadyExists {
+            KeyStoreError::AlreadyExists {
+                path: path.to_owned(),
             }
-        })?;
-    let r = f.write_all(bytes).and_then(|()| f.sync_all());
-    if let Err(e) = r {
-        drop(f);
-        let _ = fs::remove_file(path);
-        return Err(io_err(path)(e));
-    }
-    Ok(())
+        } else {
+            io_err(path)(e)
+        }
+    })
 }
 
 fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    let mut r = [0u8; 8];
-    let _ = getrandom::getrandom(&mut r);
-    dir.join(format!(
-        "{TMP_PREFIX}{name}-{}-{}",
-        std::process::id(),
-        hex::encode(r)
-    ))
+    cdrvault_fsio::temp_path(dir, TMP_PREFIX, name)
 }
 
 /// Atomically replaces `dir/name` with `bytes`: temp file in `dir`, fsync,
 /// rename, fsync `dir`.
 pub(crate) fn atomic_replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), KeyStoreError> {
-    let tmp = temp_path(dir, name);
-    write_new_private(&tmp, bytes)?;
-    let dest = dir.join(name);
-    if let Err(e) = fs::rename(&tmp, &dest) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(dest)(e));
-    }
-    fsync_dir(dir)
+    cdrvault_fsio::atomic_replace(dir, TMP_PREFIX, name, bytes).map_err(io_err(dir.join(name)))
 }
 
 /// Creates `dir/name` with `bytes` unless it exists, race-free across

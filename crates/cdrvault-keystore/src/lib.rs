@@ -10,7 +10,7 @@
 //! <store>/store.json                        {"format":1,"master_key_id":"<KeyId>","master_check":"<hex>","created_at":"<RFC 3339>"}
 //! <store>/periods/<class>/<YYYY-MM-DD>.json {"format":1,"class":…,"date":…,"version":1,"master_key_id":…,"created_at":…,
 //!                                            "pseudonym_key":{"nonce":…,"ciphertext":…},"data_key":{…}}
-//! <store>/.lock                             advisory lock (flock via fs4)
+//! <store>/.lock                             advisory lock (cdrvault-fsio flock)
 //! ```
 //!
 //! The store directory must live apart from the data directory, with its own
@@ -30,10 +30,20 @@
 //!
 //! # The master key
 //!
-//! [`load_master_key`] reads it from a file (mode exactly 0600 or 0400,
-//! anything else is refused) or from an environment variable;
-//! [`create_master_key_file`] makes a new one. It never sits in the store
-//! directory.
+//! A store is opened with a [`Master`]: an in-process
+//! [`MasterKey`](cdrvault_crypto::MasterKey) or a [`TokenKey`], a handle on
+//! a key inside a PKCS#11 token (see [`Token`] and the `pkcs11` module docs)
+//! that never leaves it. [`load_master_key`] reads an in-process key from a
+//! file (mode exactly 0600 or 0400, anything else is refused) or from an
+//! environment variable; [`create_master_key_file`] makes a new one;
+//! [`Token::generate_key`] makes one in a token. It never sits in the store
+//! directory. `master_check` is then, for a token key, a sealed check
+//! ([`cdrvault_crypto::sealed_check`], 60 bytes) instead of the HMAC check.
+//!
+//! Unwrapped period keys are cached per handle, at most
+//! [`PERIOD_CACHE_CAPACITY`] periods (least recently used evicted; the keys
+//! are zeroised when their last holder drops them), so a run unwraps each
+//! period once, not per record: with a token, two token calls per period.
 //!
 //! # Periods
 //!
@@ -88,11 +98,18 @@
 mod error;
 mod fsutil;
 mod master;
+mod pkcs11;
 mod store;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::KeyStoreError;
-pub use master::{create_master_key_file, load_master_key, MasterKeySource};
-pub use store::{validate_class, KeyInfo, KeyStore, PeriodKeys, RotateReport};
+pub use master::{create_master_key_file, load_master_key, Master, MasterKeySource};
+pub use pkcs11::{
+    migrate_to_token, rotate_in_token, KeyProtection, PinSource, Pkcs11Config, Token, TokenKey,
+};
+pub use store::{
+    validate_class, CreationGuard, KeyInfo, KeyStore, PeriodKeys, RotateReport,
+    PERIOD_CACHE_CAPACITY,
+};

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use cdrvault_crypto::{MasterKey, Pseudonym, Pseudonymizer};
+use cdrvault_crypto::{MasterKey, Pseudonym, PseudonymScheme, Pseudonymizer};
 use cdrvault_model::Msisdn;
 use chrono::NaiveDate;
 
@@ -21,7 +21,7 @@ fn number() -> Msisdn {
 
 fn pseudo(ks: &KeyStore, class: &str, date: NaiveDate) -> Pseudonym {
     let k = ks.period_keys(class, date).unwrap();
-    Pseudonymizer::new(&k.pseudonym).pseudonym_msisdn(&number())
+    Pseudonymizer::new(&k.pseudonym, k.pseudonym_scheme).pseudonym_msisdn(&number())
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -357,7 +357,7 @@ fn assert_periods(ks: &KeyStore, expect: &[(String, NaiveDate, Pseudonym)]) {
             .unwrap()
             .expect("period exists");
         assert_eq!(
-            Pseudonymizer::new(&k.pseudonym).pseudonym_msisdn(&number()),
+            Pseudonymizer::new(&k.pseudonym, k.pseudonym_scheme).pseudonym_msisdn(&number()),
             *p
         );
     }
@@ -597,4 +597,220 @@ fn audit_key_is_stable_survives_rotation_and_purges_and_needs_the_master() {
     ));
     let raw = fs::read_to_string(t.path().join("audit.json")).unwrap();
     assert!(raw.contains("\"key\""), "{raw}");
+}
+
+#[test]
+fn the_period_cache_is_bounded_and_evicted_keys_still_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ks = KeyStore::init(&tmp.path().join("ks"), &MasterKey::generate()).unwrap();
+    ks.set_cache_capacity(3);
+    let first = pseudo(&ks, "mobile", day(1));
+    let held = ks.period_keys("mobile", day(1)).unwrap();
+    for d in 2..=10 {
+        pseudo(&ks, "mobile", day(d));
+        assert!(ks.cached_periods() <= 3, "{}", ks.cached_periods());
+    }
+    // Day 1 was evicted (least recently used); a writer that still holds its
+    // keys keeps them, and the store unwraps the same keys again.
+    assert_eq!(ks.cached_periods(), 3);
+    assert_eq!(
+        Arc::strong_count(&held),
+        1,
+        "the cache no longer holds day 1"
+    );
+    assert_eq!(pseudo(&ks, "mobile", day(1)), first);
+    // A recently used period survives insertions.
+    ks.period_keys("mobile", day(1)).unwrap();
+    pseudo(&ks, "mobile", day(11));
+    pseudo(&ks, "mobile", day(12));
+    let again = ks.period_keys("mobile", day(1)).unwrap();
+    assert_eq!(Arc::strong_count(&again), 2, "day 1 is still cached");
+}
+
+#[test]
+fn a_store_made_with_one_master_refuses_another_of_any_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ks");
+    let m = MasterKey::generate();
+    KeyStore::init(&dir, &Master::Key(m.clone())).unwrap();
+    let e = KeyStore::open(&dir, MasterKey::generate()).unwrap_err();
+    assert!(matches!(e, KeyStoreError::WrongMasterKey { .. }), "{e}");
+    let ks = KeyStore::open(&dir, &m).unwrap();
+    assert_eq!(ks.master().id(), m.id());
+    assert!(format!("{:?}", ks.master()).contains(&m.id().to_string()));
+}
+
+#[test]
+fn new_periods_use_aes_cmac_and_v1_period_files_still_open_as_hmac() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("keys");
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(&dir, &m).unwrap();
+    let k = ks.period_keys("mobile", day(1)).unwrap();
+    assert_eq!(k.pseudonym_scheme, PseudonymScheme::AesCmac);
+    let path = dir.join("periods/mobile/2026-11-01.json");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"pseudonym_scheme\": 2"), "{text}");
+
+    // A period file written before schemes existed: no scheme field, the
+    // pseudonym key wrapped in the plain `pseudonym` slot.
+    let pk = cdrvault_crypto::PseudonymKey::generate();
+    let dk = cdrvault_crypto::DataKey::generate();
+    let master = crate::Master::from(m.clone());
+    let v1 = serde_json::json!({
+        "format": 1,
+        "class": "mobile",
+        "date": "2026-11-02",
+        "version": 1,
+        "master_key_id": m.id(),
+        "created_at": "2026-11-02T00:00:00Z",
+        "pseudonym_key": master
+            .wrap_pseudonym(&pk, b"cdrvault/v1|mobile|2026-11-02|1|pseudonym")
+            .unwrap(),
+        "data_key": master
+            .wrap_data(&dk, b"cdrvault/v1|mobile|2026-11-02|1|data")
+            .unwrap(),
+    });
+    let v1_path = dir.join("periods/mobile/2026-11-02.json");
+    fs::write(&v1_path, serde_json::to_vec(&v1).unwrap()).unwrap();
+    let ks = KeyStore::open(&dir, &m).unwrap();
+    let old = ks.existing_period_keys("mobile", day(2)).unwrap().unwrap();
+    assert_eq!(old.pseudonym_scheme, PseudonymScheme::HmacSha256);
+    assert_eq!(
+        Pseudonymizer::new(&old.pseudonym, old.pseudonym_scheme).pseudonym_msisdn(&number()),
+        Pseudonymizer::new(&pk, PseudonymScheme::HmacSha256).pseudonym_msisdn(&number())
+    );
+
+    // The scheme is bound into the wrapping: an edited scheme does not unwrap.
+    fs::write(
+        &path,
+        text.replace("\"pseudonym_scheme\": 2", "\"pseudonym_scheme\": 1"),
+    )
+    .unwrap();
+    let ks = KeyStore::open(&dir, &m).unwrap();
+    assert!(matches!(
+        ks.existing_period_keys("mobile", day(1)),
+        Err(KeyStoreError::UnwrapFailed { .. })
+    ));
+}
+
+#[test]
+fn many_periods_are_created_in_one_batch_and_agree_with_single_lookups() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("keys");
+    let m = MasterKey::generate();
+    let ks = KeyStore::init(&dir, &m).unwrap();
+    let existing = pseudo(&ks, "fixed", day(3));
+    let want: Vec<(&str, NaiveDate)> = vec![
+        ("mobile", day(1)),
+        ("mobile", day(2)),
+        ("fixed", day(3)),
+        ("internet", day(1)),
+        ("mobile", day(1)),
+    ];
+    let got = ks.period_keys_many(&want).unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(Arc::ptr_eq(&got[0], &got[4]), "one key per period");
+    for (k, (class, date)) in got.iter().zip(&want) {
+        assert_eq!((k.class.as_str(), k.date), (*class, *date));
+    }
+    // Durable and identical for a fresh handle; the existing period kept its keys.
+    let again = KeyStore::open(&dir, &m).unwrap();
+    assert_eq!(pseudo(&again, "fixed", day(3)), existing);
+    for (class, date) in &want {
+        let a = ks.existing_period_keys(class, *date).unwrap().unwrap();
+        assert_eq!(
+            pseudo(&again, class, *date),
+            Pseudonymizer::new(&a.pseudonym, a.pseudonym_scheme).pseudonym_msisdn(&number())
+        );
+    }
+    // No temporaries are left behind.
+    for c in ["mobile", "fixed", "internet"] {
+        for e in fs::read_dir(dir.join("periods").join(c)).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(n.ends_with(".json") && !n.starts_with('.'), "{n}");
+        }
+    }
+    assert!(ks.period_keys_many(&[("Bad Class", day(1))]).is_err());
+}
+
+#[test]
+fn the_creation_guard_refuses_new_keys_for_a_day_with_data() {
+    let d = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    KeyStore::init(&d.path().join("ks"), &master).unwrap();
+    let ks = KeyStore::open(&d.path().join("ks"), &master)
+        .unwrap()
+        .guard_creation(Box::new(|class, date| {
+            (class == "mobile" && date == day(3))
+                .then(|| "data/class=mobile/date=2026-11-03 holds 1 data files".to_owned())
+        }));
+    let e = ks.period_keys("mobile", day(3)).unwrap_err();
+    assert!(matches!(e, KeyStoreError::PeriodKeysMissing { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("class mobile, day 2026-11-03"), "{msg}");
+    assert!(!d.path().join("ks/periods/mobile/2026-11-03.json").exists());
+    // The batched path refuses it as well, and creates none of the batch.
+    let e = ks
+        .period_keys_many(&[("mobile", day(5)), ("mobile", day(3))])
+        .unwrap_err();
+    assert!(matches!(e, KeyStoreError::PeriodKeysMissing { .. }), "{e}");
+    assert!(!d.path().join("ks/periods/mobile/2026-11-03.json").exists());
+    assert!(!d.path().join("ks/periods/mobile/2026-11-05.json").exists());
+    // Other days, and days whose keys exist, are served as before.
+    ks.period_keys("mobile", day(4)).unwrap();
+    let plain = KeyStore::open(&d.path().join("ks"), &master).unwrap();
+    let made = plain.period_keys("mobile", day(3)).unwrap();
+    let again = ks.period_keys("mobile", day(3)).unwrap();
+    assert_eq!(
+        Pseudonymizer::new(&made.pseudonym, made.pseudonym_scheme).pseudonym_msisdn(&number()),
+        Pseudonymizer::new(&again.pseudonym, again.pseudonym_scheme).pseudonym_msisdn(&number())
+    );
+}
+
+#[test]
+fn concurrent_first_runs_make_one_master_key_and_one_store() {
+    let d = tempfile::tempdir().unwrap();
+    let key_file = d.path().join("master.key");
+    let store = d.path().join("ks");
+    let results: Vec<(
+        Result<MasterKey, KeyStoreError>,
+        Result<KeyStore, KeyStoreError>,
+    )> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let made = create_master_key_file(&key_file);
+                    let master = match &made {
+                        Ok(m) => m.clone(),
+                        Err(KeyStoreError::AlreadyExists { .. }) => {
+                            load_master_key(&MasterKeySource::File(key_file.clone())).unwrap()
+                        }
+                        Err(e) => panic!("{e}"),
+                    };
+                    let st = match KeyStore::init(&store, &master) {
+                        Err(KeyStoreError::AlreadyExists { .. }) => KeyStore::open(&store, master),
+                        other => other,
+                    };
+                    (made, st)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|(m, _)| m.is_ok()).count(),
+        1,
+        "one key file"
+    );
+    assert!(
+        results.iter().all(|(_, s)| s.is_ok()),
+        "every one opens the store"
+    );
+    assert_eq!(mode(&key_file), 0o600);
+    let names: Vec<_> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary copies of the key: {names:?}");
 }

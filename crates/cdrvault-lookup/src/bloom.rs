@@ -14,7 +14,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use parquet::file::metadata::ColumnChunkMetaData;
-use twox_hash::XxHash64;
 
 /// Salt of the SBBF block mask (parquet-format `BloomFilter.md`).
 const SALT: [u32; 8] = [
@@ -36,7 +35,7 @@ const MAX_HEADER: u64 = 19;
 /// xxHash64 with seed 0 of the value's plain encoding (for a
 /// FIXED_LEN_BYTE_ARRAY: its bytes), as the bloom filter spec requires.
 pub fn hash(value: &[u8]) -> u64 {
-    XxHash64::oneshot(0, value)
+    xxhash_rust::xxh64::xxh64(value, 0)
 }
 
 fn block_may_contain(block: &[u8; 32], h: u64) -> bool {

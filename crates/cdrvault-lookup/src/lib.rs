@@ -7,7 +7,9 @@
 //! 1. **Partition pruning by date.** Only `class=<c>/date=<d>` directories
 //!    whose date falls in the window are opened (a `stat` per class-day).
 //! 2. **Pseudonyms per day.** The target's pseudonym is computed under each
-//!    day's pseudonym key (one HMAC per target, column kind and class-day).
+//!    day's pseudonym key and each file's pseudonym scheme (one MAC per
+//!    target, column kind, class-day and scheme: AES-CMAC for new periods,
+//!    HMAC-SHA256 for files of v1 periods).
 //! 3. **Bloom filters, 32 bytes at a time.** For each row group the
 //!    pseudonym columns' split-block bloom filters are probed with two
 //!    positioned reads each ([`bloom`]); a row group all probes reject is
@@ -21,18 +23,21 @@
 //!    the selected rows only, and only those rows are opened.
 //! 6. Partitions are processed in parallel.
 //!
-//! The caller (the binary) holds a shared lock on `<data_dir>/.purge.lock`
+//! The caller (the desk) holds a shared lock on `<data_dir>/.purge.lock`
 //! around [`lookup`] (see [`PurgeLock`]) so that a purge never deletes a
 //! partition in the middle of a read, and passes the partitions the access
-//! log records as purged: those, partitions whose keys are gone, and
-//! partitions beyond their retention period are never read and are reported
-//! as [`NotHeld`] instead.
+//! log records as purged: those and partitions beyond their retention
+//! period are never read and are reported as [`NotHeld`] instead. A
+//! partition with data files whose keys are missing from the key store
+//! (and that the log does not record as purged) is reported as
+//! [`NotHeldReason::KeyMissing`]: a lookup never silently returns fewer
+//! rows.
 
 pub mod bloom;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -43,7 +48,6 @@ pub use cdrvault_model::{Target, TargetError};
 use cdrvault_retention::{partition_date, Period, RetentionPolicy};
 use cdrvault_store::PartitionKey;
 use chrono::{DateTime, NaiveDate, Utc};
-use fs4::fs_std::FileExt;
 use serde::Serialize;
 
 /// Errors of a lookup. Never carries an identifier.
@@ -150,9 +154,12 @@ pub enum NotHeldReason {
     /// The class's retention period for these dates is over: the data must
     /// have been (or is about to be) destroyed and is not released.
     BeyondRetention,
-    /// The access log records the partitions as purged, or their keys are
-    /// destroyed.
+    /// The access log records the partitions as purged.
     Purged,
+    /// Data files exist but the keys of their class and day are missing
+    /// from the key store (not recorded as purged): the rows cannot be
+    /// decrypted, so the answer is incomplete. Never silently fewer rows.
+    KeyMissing,
     /// Before the first data this store holds for the class.
     NeverHeld,
 }
@@ -205,7 +212,8 @@ pub struct LookupStats {
 /// The answer.
 #[derive(Debug, Clone, Default)]
 pub struct LookupResult {
-    /// Sorted by start time, then record id; one per record id.
+    /// Sorted by start time, then record id; one per stored record (a
+    /// legal-hold copy of a record still in its class is not repeated).
     pub records: Vec<FoundRecord>,
     /// Partitions read, sorted.
     pub scanned: Vec<PartitionKey>,
@@ -214,36 +222,10 @@ pub struct LookupResult {
     pub stats: LookupStats,
 }
 
-/// The shared side of `<data_dir>/.purge.lock`; purge takes it exclusively.
-#[derive(Debug)]
-pub struct PurgeLock(Option<File>);
-
-impl PurgeLock {
-    /// Waits for a purge in progress, then holds the lock shared until
-    /// dropped. Without a data directory there is nothing to protect.
-    pub fn shared(data_dir: &Path) -> Result<PurgeLock, LookupError> {
-        if !data_dir.is_dir() {
-            return Ok(PurgeLock(None));
-        }
-        let path = data_dir.join(".purge.lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        FileExt::lock_shared(&f).map_err(io_err(&path))?;
-        Ok(PurgeLock(Some(f)))
-    }
-}
-
-impl Drop for PurgeLock {
-    fn drop(&mut self) {
-        if let Some(f) = &self.0 {
-            let _ = FileExt::unlock(f);
-        }
-    }
-}
+/// The shared side of `<data_dir>/.purge.lock` (purge takes it
+/// exclusively for a whole run, compaction while it swaps a partition's
+/// files): one lock, defined in `cdrvault-fsio`.
+pub use cdrvault_fsio::PurgeLock;
 
 /// The dates of `class` that have a partition directory.
 fn partition_dates(data_dir: &Path, class: &str) -> Result<BTreeSet<NaiveDate>, LookupError> {
@@ -357,7 +339,17 @@ pub fn lookup(
 
     let mut result = LookupResult::default();
     let mut keys_gone: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
-    let mut by_id: BTreeMap<String, FoundRecord> = BTreeMap::new();
+    // Records grouped by (record id, start time); a group holds one entry
+    // per distinct content. Only true copies collapse: the same id, start,
+    // end, type, service, counts and decrypted identifiers (what a
+    // legal-hold copy repeats under another class). Distinct records that
+    // merely share an id (another day, another content) are all kept.
+    let mut by_id: BTreeMap<(String, i64), Vec<FoundRecord>> = BTreeMap::new();
+    let hold = |c: &str| {
+        opts.policy
+            .by_name(c)
+            .is_some_and(|id| opts.policy.class(id).period == Period::UntilReleased)
+    };
     for (i, o) in outcomes {
         match o {
             scan::PartitionOutcome::KeysGone => {
@@ -370,34 +362,37 @@ pub fn lookup(
                 result.stats.row_groups_read += stats.row_groups_read;
                 result.stats.rows_decrypted += stats.rows_decrypted;
                 for r in records {
-                    // A record briefly in both its class and legal_hold:
-                    // keep one, preferring the original class.
-                    let hold = |c: &str| {
-                        opts.policy
-                            .by_name(c)
-                            .is_some_and(|id| opts.policy.class(id).period == Period::UntilReleased)
-                    };
-                    match by_id.get(&r.record_id) {
-                        Some(prev) if !hold(&prev.class) || hold(&r.class) => {}
-                        _ => {
-                            by_id.insert(r.record_id.clone(), r);
+                    let group = by_id.entry((r.record_id.clone(), r.start_us)).or_default();
+                    match group.iter_mut().find(|prev| same_record(prev, &r)) {
+                        // A copy: keep one, preferring the original class
+                        // over its legal-hold copy.
+                        Some(prev) => {
+                            if hold(&prev.class) && !hold(&r.class) {
+                                *prev = r;
+                            }
                         }
+                        None => group.push(r),
                     }
                 }
             }
         }
     }
     result.stats.partitions_scanned = result.scanned.len();
-    result.records = by_id.into_values().collect();
-    result
-        .records
-        .sort_by(|a, b| (a.start_us, &a.record_id).cmp(&(b.start_us, &b.record_id)));
+    result.records = by_id.into_values().flatten().collect();
+    result.records.sort_by(|a, b| {
+        (a.start_us, &a.record_id, &a.class, a.date).cmp(&(
+            b.start_us,
+            &b.record_id,
+            &b.class,
+            b.date,
+        ))
+    });
 
     // Not-held ranges, collapsed per class.
     for (class, d, plan) in &plans {
         let reason = match plan {
             Plan::NotHeld(r) => *r,
-            Plan::Scan(_) if keys_gone.contains(&(class.clone(), *d)) => NotHeldReason::Purged,
+            Plan::Scan(_) if keys_gone.contains(&(class.clone(), *d)) => NotHeldReason::KeyMissing,
             _ => continue,
         };
         match result.not_held.last_mut() {
@@ -417,6 +412,21 @@ pub fn lookup(
         }
     }
     Ok(result)
+}
+
+/// Whether two found records are copies of one stored record: everything
+/// but the class (a legal-hold copy lives in the hold class) and the
+/// matched columns is equal.
+fn same_record(a: &FoundRecord, b: &FoundRecord) -> bool {
+    a.record_id == b.record_id
+        && a.start_us == b.start_us
+        && a.end_us == b.end_us
+        && a.date == b.date
+        && a.record_type == b.record_type
+        && a.service == b.service
+        && a.duration_s == b.duration_s
+        && a.usage_count == b.usage_count
+        && a.identifiers == b.identifiers
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

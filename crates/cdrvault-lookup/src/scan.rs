@@ -8,7 +8,7 @@ use arrow_array::{
     Array, BinaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use cdrvault_crypto::{ContextId, Opener, Pseudonymizer};
+use cdrvault_crypto::{ContextId, Opener, PseudonymKey, PseudonymScheme, Pseudonymizer};
 use cdrvault_keystore::KeyStore;
 use cdrvault_store::schema::col;
 use cdrvault_store::PartitionKey;
@@ -24,7 +24,8 @@ use crate::bloom::{self, Bitset};
 use crate::{io_err, FoundRecord, LookupError, LookupStats, MatchedAs, Target, Window};
 
 pub(crate) enum PartitionOutcome {
-    /// The partition's keys no longer exist: nothing can be read.
+    /// The partition has data files but its keys do not exist: nothing can
+    /// be read.
     KeysGone,
     Scanned {
         records: Vec<FoundRecord>,
@@ -75,18 +76,26 @@ pub(crate) fn partition(
     targets: &[Target],
     window: Window,
 ) -> Result<PartitionOutcome, LookupError> {
+    let files = cdrvault_store::reader::partition_files(data_dir, part)?;
+    let mut stats = LookupStats::default();
+    let mut records = Vec::new();
+    if files.is_empty() {
+        return Ok(PartitionOutcome::Scanned { records, stats });
+    }
     let Some(pk) = keys.existing_period_keys(&part.class, part.date)? else {
         return Ok(PartitionOutcome::KeysGone);
     };
-    let probes = probes(&Pseudonymizer::new(&pk.pseudonym), targets);
-    let mut stats = LookupStats::default();
-    let mut records = Vec::new();
-    for path in cdrvault_store::reader::partition_files(data_dir, part)? {
+    let mut probes = SchemeProbes {
+        key: &pk.pseudonym,
+        targets,
+        by_scheme: Vec::new(),
+    };
+    for path in files {
         stats.files_scanned += 1;
         file(
             &path,
             part,
-            &probes,
+            &mut probes,
             &pk.data,
             window,
             &mut stats,
@@ -94,6 +103,28 @@ pub(crate) fn partition(
         )?;
     }
     Ok(PartitionOutcome::Scanned { records, stats })
+}
+
+/// The targets' probes under each pseudonym scheme met in a partition's
+/// files (each file records the scheme its pseudonyms were computed with).
+struct SchemeProbes<'a> {
+    key: &'a PseudonymKey,
+    targets: &'a [Target],
+    by_scheme: Vec<(PseudonymScheme, Vec<Probe>)>,
+}
+
+impl SchemeProbes<'_> {
+    fn get(&mut self, scheme: PseudonymScheme) -> &[Probe] {
+        let i = match self.by_scheme.iter().position(|(s, _)| *s == scheme) {
+            Some(i) => i,
+            None => {
+                let p = probes(&Pseudonymizer::new(self.key, scheme), self.targets);
+                self.by_scheme.push((scheme, p));
+                self.by_scheme.len() - 1
+            }
+        };
+        &self.by_scheme[i].1
+    }
 }
 
 fn pq(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> LookupError + '_ {
@@ -117,7 +148,7 @@ fn column<'a, T: 'static>(b: &'a RecordBatch, i: usize, path: &Path) -> Result<&
 fn file(
     path: &Path,
     part: &PartitionKey,
-    probes: &[Probe],
+    probes: &mut SchemeProbes<'_>,
     data_key: &cdrvault_crypto::DataKey,
     window: Window,
     stats: &mut LookupStats,
@@ -144,6 +175,12 @@ fn file(
         });
     }
     stats.row_groups_total += md.num_row_groups() as u64;
+    let scheme = cdrvault_store::file_pseudonym_scheme(md.file_metadata().key_value_metadata())
+        .ok_or_else(|| LookupError::BadFile {
+            path: path.to_owned(),
+            problem: "unknown pseudonym scheme".into(),
+        })?;
+    let probes = probes.get(scheme);
 
     // 1. Bloom filters: which row groups may hold a target.
     let mut candidates = Vec::new();

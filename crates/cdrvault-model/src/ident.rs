@@ -295,6 +295,12 @@ impl IpAddr {
     }
 }
 
+impl From<std::net::IpAddr> for IpAddr {
+    fn from(ip: std::net::IpAddr) -> Self {
+        IpAddr(ip)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

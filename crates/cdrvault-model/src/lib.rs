@@ -18,10 +18,12 @@ mod target;
 mod time;
 
 pub use ident::{CellId, IdentifierKind, Imei, Imsi, IpAddr, Msisdn, Redacted};
-pub use normalize::{normalize, NormalizeOptions};
+pub use normalize::{
+    caller_may_be_absent, check_parties, normalize, NormalizeOptions, TERMINATING_RECORD_TYPES,
+};
 pub use raw::{Field, RawRecord};
 pub use target::{Target, TargetError};
-pub use time::{parse_timestamp, TimestampError};
+pub use time::{parse_timestamp, timestamp_from_fields, TimestampError};
 
 use std::fmt;
 
@@ -36,7 +38,11 @@ pub struct Cdr {
     pub record_type: String,
     /// Service, lower-cased (`voice`, `sms`, `mms`, `data`, `international`, ...).
     pub service: String,
-    pub caller: Msisdn,
+    /// Calling number. Absent only on a mobile-terminated record that does
+    /// not carry one (TS 32.298 MT SMS records, MT calls with a withheld
+    /// caller; see [`caller_may_be_absent`]): the served subscriber is then
+    /// the callee.
+    pub caller: Option<Msisdn>,
     pub callee: Option<Msisdn>,
     pub imsi: Option<Imsi>,
     pub imei: Option<Imei>,
@@ -68,6 +74,48 @@ impl fmt::Debug for Cdr {
     }
 }
 
+impl Cdr {
+    /// The record as canonical text fields (E.164 numbers, times in UTC
+    /// RFC 3339): what a decoder would have to produce for [`normalize`] to
+    /// give this record back. Holds plaintext identifiers, like any
+    /// [`RawRecord`].
+    pub fn to_raw(&self) -> RawRecord<'static> {
+        let time = |us: i64| {
+            chrono::DateTime::from_timestamp_micros(us)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        };
+        let mut r = RawRecord::new();
+        let mut set = |f: Field, v: Option<String>| {
+            if let Some(v) = v {
+                r.set(f, v.into());
+            }
+        };
+        set(Field::RecordId, Some(self.record_id.clone()));
+        set(Field::RecordType, Some(self.record_type.clone()));
+        set(Field::Service, Some(self.service.clone()));
+        set(
+            Field::Caller,
+            self.caller.map(|m| m.expose_e164().to_owned()),
+        );
+        set(
+            Field::Callee,
+            self.callee.map(|m| m.expose_e164().to_owned()),
+        );
+        set(Field::Imsi, self.imsi.map(|m| m.expose().to_owned()));
+        set(Field::Imei, self.imei.map(|m| m.expose().to_owned()));
+        set(Field::StartTime, time(self.start_us));
+        set(Field::EndTime, time(self.end_us));
+        set(Field::DurationS, self.duration_s.map(|d| d.to_string()));
+        set(Field::UsageCount, self.usage_count.map(|u| u.to_string()));
+        set(
+            Field::CellId,
+            self.cell_id.as_ref().map(|c| c.expose().to_owned()),
+        );
+        set(Field::Ip, self.ip.map(|ip| ip.expose().to_string()));
+        r
+    }
+}
+
 /// Why a record was refused. Variants never carry identifier values, so the
 /// reason can be logged, counted and written to the dead-letter output as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,8 +126,10 @@ pub enum RejectReason {
         /// Position-only description from the parser (never record content).
         detail: String,
     },
-    #[error("unknown field {name:?}")]
-    UnknownField { name: String },
+    /// A key the column mapping does not know. Its name is input (a key
+    /// can be a phone number), so only its length is given.
+    #[error("unknown field: a {bytes}-byte name that the column mapping ([input.columns]) does not know (not shown: reasons never quote input)")]
+    UnknownField { bytes: usize },
     #[error("field {field} appears more than once")]
     DuplicateField { field: Field },
     #[error("wrong number of columns: expected {expected}, found {found}")]
@@ -112,11 +162,21 @@ pub enum RejectReason {
     },
     #[error("field {field} has characters outside [a-z0-9_-]")]
     InvalidToken { field: Field },
-    #[error("no retention class rule matches record_type={record_type:?} service={service:?}")]
+    /// No rule (nor the numbering-plan fallback) assigns the record a class.
+    /// The values are input, so only their lengths are given; see
+    /// [`RejectReason::no_retention_class`].
+    #[error("no retention class rule matches the record's record_type ({record_type_chars} characters) and service ({service_chars} characters); values not shown: reasons never quote input")]
     NoRetentionClass {
-        record_type: String,
-        service: String,
+        record_type_chars: usize,
+        service_chars: usize,
     },
+    /// A TS 32.297 CDR file or TS 32.298 record that cannot be used: `code`
+    /// names the problem (`truncated`, `length_past_end`, `garbage`,
+    /// `count_mismatch`, `bad_file_header`, `not_ber`,
+    /// `unknown_record_type`), `detail` explains it with positions and
+    /// counts only.
+    #[error("3GPP CDR file: {detail}")]
+    CdrFile { code: &'static str, detail: String },
 }
 
 impl RejectReason {
@@ -136,6 +196,40 @@ impl RejectReason {
             RejectReason::TooLong { .. } => "too_long",
             RejectReason::InvalidToken { .. } => "invalid_token",
             RejectReason::NoRetentionClass { .. } => "no_retention_class",
+            RejectReason::CdrFile { code, .. } => code,
         }
+    }
+
+    /// The `no_retention_class` reason for a record's record type and
+    /// service: their lengths only, never their text (a word there can be a
+    /// name, a number there an identifier put in the wrong column).
+    pub fn no_retention_class(record_type: &str, service: &str) -> RejectReason {
+        RejectReason::NoRetentionClass {
+            record_type_chars: record_type.chars().count(),
+            service_chars: service.chars().count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn no_retention_class_never_echoes_values() {
+        for (rt, svc) in [
+            ("moc", "voice"),
+            ("01012345678", "3g"),
+            ("hong gildong", "kim"),
+        ] {
+            let r = RejectReason::no_retention_class(rt, svc);
+            let s = r.to_string();
+            assert!(!s.contains(rt) && !s.contains(svc), "{s}");
+            assert_eq!(r.code(), "no_retention_class");
+        }
+        assert_eq!(
+            RejectReason::no_retention_class("moc", "voice").to_string(),
+            "no retention class rule matches the record's record_type (3 characters) and service (5 characters); values not shown: reasons never quote input"
+        );
     }
 }

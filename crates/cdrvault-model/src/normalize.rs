@@ -15,6 +15,49 @@ pub struct NormalizeOptions {
 }
 
 const MAX_RECORD_ID: usize = 128;
+
+/// Record types (lower-case) of *mobile-terminated* records: the served
+/// subscriber is the callee, and the calling number may legitimately be
+/// missing. TS 32.298 `mtSMSRecord` has no originating-number member at
+/// all, and an `mtCallRecord` omits `callingNumber` when the caller
+/// withheld it (CLIR) or the network did not deliver it; the usual
+/// mediation names of the same records are `MTC`, `SMS-MT` and `MT-SMS`.
+/// Such a record is still the served party's 통신사실확인자료 and is kept.
+pub const TERMINATING_RECORD_TYPES: [&str; 5] =
+    ["mtcallrecord", "mtsmsrecord", "mtc", "sms-mt", "mt-sms"];
+
+/// True if a record of this (lower-case) record type may be stored without
+/// a caller: it is one of [`TERMINATING_RECORD_TYPES`]. Every other record
+/// needs its caller (the subscriber's own number).
+pub fn caller_may_be_absent(record_type: &str) -> bool {
+    TERMINATING_RECORD_TYPES.contains(&record_type)
+}
+
+/// The subscriber's own number is what lookups and the law key on: a
+/// record needs its caller or, on a mobile-terminated record
+/// ([`caller_may_be_absent`]) without one, its callee. Every decoder's
+/// records pass this check.
+///
+/// # Errors
+///
+/// [`RejectReason::Missing`] naming the caller (or, on a mobile-terminated
+/// record with neither number, the callee).
+pub fn check_parties(
+    record_type: &str,
+    caller: Option<&Msisdn>,
+    callee: Option<&Msisdn>,
+) -> Result<(), RejectReason> {
+    match (caller, callee) {
+        (Some(_), _) => Ok(()),
+        (None, Some(_)) if caller_may_be_absent(record_type) => Ok(()),
+        (None, None) if caller_may_be_absent(record_type) => Err(RejectReason::Missing {
+            field: Field::Callee,
+        }),
+        (None, _) => Err(RejectReason::Missing {
+            field: Field::Caller,
+        }),
+    }
+}
 const MAX_TOKEN: usize = 32;
 
 fn token(raw: &RawRecord<'_>, field: Field) -> Result<String, RejectReason> {
@@ -84,7 +127,9 @@ fn time(
 /// Validates and normalises one record.
 ///
 /// Rules: `record_id`, `record_type`, `service` and `start_time` are required;
-/// `caller` (the subscriber's own number) is required; numbers are normalised to E.164; times must carry an offset (or the
+/// `caller` (the subscriber's own number) is required, except on a
+/// mobile-terminated record ([`caller_may_be_absent`]) that has a `callee`;
+/// numbers are normalised to E.164; times must carry an offset (or the
 /// configured default applies) and `end_time >= start_time`; a missing
 /// `end_time` is `start_time + duration_s` (or `start_time`).
 pub fn normalize(raw: &RawRecord<'_>, opts: &NormalizeOptions) -> Result<Cdr, RejectReason> {
@@ -115,10 +160,7 @@ pub fn normalize(raw: &RawRecord<'_>, opts: &NormalizeOptions) -> Result<Cdr, Re
     let imei = ident(raw, Field::Imei, IdentifierKind::Imei, Imei::parse)?;
     let cell_id = ident(raw, Field::CellId, IdentifierKind::CellId, CellId::parse)?;
     let ip = ident(raw, Field::Ip, IdentifierKind::Ip, IpAddr::parse)?;
-    // The subscriber's own number is what lookups and the law key on.
-    let caller = caller.ok_or(RejectReason::Missing {
-        field: Field::Caller,
-    })?;
+    check_parties(&record_type, caller.as_ref(), callee.as_ref())?;
 
     let duration_s = count(raw, Field::DurationS)?;
     let usage_count = count(raw, Field::UsageCount)?;
@@ -172,7 +214,7 @@ mod tests {
         let c = normalize(&base(), &NormalizeOptions::default()).unwrap();
         assert_eq!(c.record_type, "mobile");
         assert_eq!(c.service, "voice");
-        assert_eq!(c.caller.expose_e164(), "+821012345678");
+        assert_eq!(c.caller.unwrap().expose_e164(), "+821012345678");
         assert_eq!(c.callee.unwrap().expose_e164(), "+8221234567");
         assert_eq!(c.end_us - c.start_us, 60_000_000);
         assert_eq!(c.duration_s, Some(60));
@@ -204,6 +246,54 @@ mod tests {
             assert_eq!(e.code(), code, "{field} = {value:?}: {e}");
             assert!(!e.to_string().contains("1234"), "reason leaks a value: {e}");
         }
+    }
+
+    #[test]
+    fn only_mobile_terminated_records_may_lack_a_caller() {
+        let o = NormalizeOptions::default();
+        for rt in ["mtSMSRecord", "MTC", "sms-mt", "MT-SMS", "mtcallrecord"] {
+            let mut r = base();
+            r.set(Field::RecordType, rt.into());
+            r.set(Field::Caller, "".into());
+            let c = normalize(&r, &o).unwrap_or_else(|e| panic!("{rt}: {e}"));
+            assert_eq!(c.caller, None);
+            assert_eq!(c.callee.unwrap().expose_e164(), "+8221234567");
+            // Without either number there is no subscriber: the callee is missing.
+            r.set(Field::Callee, "".into());
+            let e = normalize(&r, &o).unwrap_err();
+            assert_eq!(
+                e,
+                RejectReason::Missing {
+                    field: Field::Callee
+                },
+                "{rt}"
+            );
+        }
+        for rt in ["moCallRecord", "MOC", "SMS-MO", "mobile", "mt", "sms"] {
+            let mut r = base();
+            r.set(Field::RecordType, rt.into());
+            r.set(Field::Caller, "".into());
+            assert_eq!(
+                normalize(&r, &o).unwrap_err(),
+                RejectReason::Missing {
+                    field: Field::Caller
+                },
+                "{rt}"
+            );
+        }
+    }
+
+    #[test]
+    fn to_raw_gives_the_record_back() {
+        let mut r = base();
+        r.set(Field::Imsi, "450051234567890".into());
+        r.set(Field::Imei, "35693803564380".into());
+        r.set(Field::CellId, "450-05-1a2b3-c4".into());
+        r.set(Field::Ip, "2001:db8::1".into());
+        r.set(Field::UsageCount, "7".into());
+        r.set(Field::StartTime, "2026-11-01T10:00:00.25+09:00".into());
+        let c = normalize(&r, &NormalizeOptions::default()).unwrap();
+        assert_eq!(normalize(&c.to_raw(), &NormalizeOptions::default()), Ok(c));
     }
 
     #[test]

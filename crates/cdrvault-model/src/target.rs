@@ -1,7 +1,7 @@
 //! The target of a lawful request or a legal hold: a number or a device,
 //! in canonical form. Shared by lookups and purge holds.
 
-use crate::{Imei, Imsi, Msisdn};
+use crate::{IdentifierKind, Imei, Imsi, Msisdn};
 
 /// What a lookup (or a hold) names. `Debug` and `Display` redact the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +49,15 @@ impl Target {
 
     /// `msisdn`, `imsi` or `imei`.
     pub fn kind(&self) -> &'static str {
+        self.identifier_kind().name()
+    }
+
+    /// The identifier kind (the pseudonym domain of the value).
+    pub fn identifier_kind(&self) -> IdentifierKind {
         match self {
-            Target::Msisdn(_) => "msisdn",
-            Target::Imsi(_) => "imsi",
-            Target::Imei(_) => "imei",
+            Target::Msisdn(_) => IdentifierKind::Msisdn,
+            Target::Imsi(_) => IdentifierKind::Imsi,
+            Target::Imei(_) => IdentifierKind::Imei,
         }
     }
 

@@ -85,7 +85,47 @@ pub fn parse_timestamp(
         }
         _ => return Err(TimestampError::Format),
     };
+    timestamp_from_fields(
+        year,
+        month,
+        day,
+        hour,
+        min,
+        sec,
+        micros,
+        offset.local_minus_utc(),
+    )
+}
+
+/// The instant (microseconds since the Unix epoch, UTC) of a local date and
+/// time at `offset_secs` east of UTC: the one conversion every decoder's
+/// timestamps go through (text here, the BCD `TimeStamp` of 3GPP records in
+/// `cdrvault-decode`).
+///
+/// A leap second (`sec == 60`, which UTC inserts as 23:59:60 and which
+/// shows at other local minutes under an offset) is normalised as POSIX
+/// time does: it counts as the first second of the next minute, so
+/// 23:59:60.5Z is 00:00:00.5Z of the next day. Order is kept within the
+/// minute; only real leap seconds repeat an instant, as in Unix time.
+///
+/// # Errors
+///
+/// [`TimestampError::InvalidDate`] for a date or time that does not exist,
+/// [`TimestampError::InvalidOffset`] for an offset of a day or more.
+#[allow(clippy::too_many_arguments)]
+pub fn timestamp_from_fields(
+    year: i32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    min: u32,
+    sec: u32,
+    micros: u32,
+    offset_secs: i32,
+) -> Result<i64, TimestampError> {
+    let offset = FixedOffset::east_opt(offset_secs).ok_or(TimestampError::InvalidOffset)?;
     let date = NaiveDate::from_ymd_opt(year, month, day).ok_or(TimestampError::InvalidDate)?;
+    let (sec, leap) = if sec == 60 { (59, 1_000_000) } else { (sec, 0) };
     let time =
         NaiveTime::from_hms_micro_opt(hour, min, sec, micros).ok_or(TimestampError::InvalidDate)?;
     let local = NaiveDateTime::new(date, time);
@@ -93,7 +133,7 @@ pub fn parse_timestamp(
         .from_local_datetime(&local)
         .single()
         .ok_or(TimestampError::InvalidDate)?;
-    Ok(dt.timestamp_micros())
+    Ok(dt.timestamp_micros() + leap)
 }
 
 #[cfg(test)]
@@ -131,6 +171,22 @@ mod tests {
             parse_timestamp("2026-11-01T10:00:00", Some(kst())),
             parse_timestamp("2026-11-01T01:00:00Z", None)
         );
+    }
+
+    #[test]
+    fn a_leap_second_is_the_first_second_of_the_next_minute() {
+        let next = parse_timestamp("2017-01-01T00:00:00Z", None).unwrap();
+        assert_eq!(parse_timestamp("2016-12-31T23:59:60Z", None), Ok(next));
+        assert_eq!(
+            parse_timestamp("2016-12-31T23:59:60.25Z", None),
+            Ok(next + 250_000)
+        );
+        assert_eq!(parse_timestamp("2017-01-01T08:59:60+09:00", None), Ok(next));
+        assert!(
+            parse_timestamp("2016-12-31T23:59:59.999Z", None).unwrap()
+                < parse_timestamp("2016-12-31T23:59:60Z", None).unwrap()
+        );
+        assert!(parse_timestamp("2016-12-31T23:59:61Z", None).is_err());
     }
 
     #[test]

@@ -18,17 +18,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use cdrvault_decode::Decoder;
+use cdrvault_decode::{Decoder, Framing};
 use cdrvault_store::{
-    publish_staged, sync_dir, FileMeta, PartitionKey, StreamFile, WriterOptions, WriterPool,
-    WrittenFile,
+    publish_staged, sync_dir, FileMeta, PartitionKey, PseudonymScheme, StreamFile, WriterOptions,
+    WriterPool, WrittenFile,
 };
 
-use crate::chunk::{process_chunk, Chunk, ChunkOutput, Protect, RejectedRecord};
+use crate::chunk::{process_chunk, Chunk, ChunkOutput, FrameSpan, Protect, RejectedRecord};
 use crate::ingest::{account, IngestSummary};
 use crate::PipelineError;
 
-/// Messages of one stream partition, in position order, as lines.
+/// Messages of one stream partition, in position order: as lines, or (for
+/// a binary format, [`StreamSlice::with_framing`]) as CDR frames, a message
+/// holding one CDR or one whole TS 32.297 CDR file.
 #[derive(Debug)]
 pub struct StreamSlice {
     pub stream: Arc<str>,
@@ -40,12 +42,19 @@ pub struct StreamSlice {
     empty: u64,
     bytes: usize,
     chunk_bytes: usize,
-    /// Finished chunks: (line number of their first line, data).
-    full: Vec<(u64, Vec<u8>)>,
+    framing: Framing,
+    /// Finished chunks: (line number of their first line, data, frames).
+    full: Vec<(u64, Vec<u8>, Option<Vec<FrameSpan>>)>,
     cur: Vec<u8>,
+    cur_frames: Vec<FrameSpan>,
     cur_first_line: u64,
     next_line: u64,
-    /// (first line, position) of every message, ascending.
+    /// Framed slices: bytes of all messages pushed so far (frame offsets
+    /// count from the start of the slice until [`StreamSlice::origin_of`]
+    /// makes them relative to their message).
+    next_byte: u64,
+    /// (first line, position) of every message, ascending; for a framed
+    /// slice (first byte in the slice, position).
     origins: Vec<(u64, i64)>,
 }
 
@@ -62,11 +71,36 @@ impl StreamSlice {
             empty: 0,
             bytes: 0,
             chunk_bytes: chunk_bytes.max(4096),
+            framing: Framing::Lines,
             full: Vec::new(),
             cur: Vec::new(),
+            cur_frames: Vec::new(),
             cur_first_line: 1,
             next_line: 1,
+            next_byte: 0,
             origins: Vec::new(),
+        }
+    }
+
+    /// Sets how messages are cut into records: the decoder's
+    /// [`Decoder::framing`]. With [`Framing::Cdr3gpp`] a message holds one
+    /// CDR or one whole TS 32.297 CDR file (detected by its header); its
+    /// records' dead letters give the record index and byte offset within
+    /// the message.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    fn cut_if_full(&mut self) {
+        if self.cur.len() >= self.chunk_bytes {
+            let data = std::mem::take(&mut self.cur);
+            let frames = match self.framing {
+                Framing::Lines | Framing::QuotedLines => None,
+                Framing::Cdr3gpp => Some(std::mem::take(&mut self.cur_frames)),
+            };
+            self.full.push((self.cur_first_line, data, frames));
+            self.cur_first_line = self.next_line;
         }
     }
 
@@ -77,15 +111,29 @@ impl StreamSlice {
         self.last = position;
         self.messages += 1;
         self.bytes += payload.len();
+        if self.framing == Framing::Cdr3gpp {
+            if payload.is_empty() {
+                self.empty += 1;
+                return;
+            }
+            self.cut_if_full();
+            self.origins.push((self.next_byte, position));
+            crate::frames::message_frames(
+                payload,
+                &mut crate::frames::FrameBuffer {
+                    data: &mut self.cur,
+                    frames: &mut self.cur_frames,
+                    base: self.next_byte,
+                },
+            );
+            self.next_byte += payload.len() as u64;
+            return;
+        }
         if payload.iter().all(u8::is_ascii_whitespace) {
             self.empty += 1;
             return;
         }
-        if self.cur.len() >= self.chunk_bytes {
-            let data = std::mem::take(&mut self.cur);
-            self.full.push((self.cur_first_line, data));
-            self.cur_first_line = self.next_line;
-        }
+        self.cut_if_full();
         self.origins.push((self.next_line, position));
         self.cur.extend_from_slice(payload);
         let mut lines = memchr::memchr_iter(b'\n', payload).count() as u64;
@@ -114,11 +162,30 @@ impl StreamSlice {
         self.first.map(|f| (f, self.last))
     }
 
+    /// The message (first line or byte, position) at or before `key`.
+    fn message_at(&self, key: u64) -> Option<(u64, i64)> {
+        let i = self.origins.partition_point(|(k, _)| *k <= key);
+        i.checked_sub(1).and_then(|i| self.origins.get(i)).copied()
+    }
+
     fn position_of_line(&self, line: u64) -> i64 {
-        let i = self.origins.partition_point(|(l, _)| *l <= line);
-        self.origins
-            .get(i.saturating_sub(1))
-            .map_or(self.last, |(_, p)| *p)
+        self.message_at(line).map_or(self.last, |(_, p)| p)
+    }
+
+    /// The position of the message a refused record came from. For a
+    /// framed slice, also makes the record's byte offset relative to its
+    /// message (its record index already is).
+    fn origin_of(&self, r: &mut RejectedRecord) -> i64 {
+        match self.framing {
+            Framing::Lines | Framing::QuotedLines => self.position_of_line(r.line),
+            Framing::Cdr3gpp => match self.message_at(r.offset) {
+                Some((start, position)) => {
+                    r.offset -= start;
+                    position
+                }
+                None => self.last,
+            },
+        }
     }
 
     fn source(&self) -> Arc<str> {
@@ -128,20 +195,28 @@ impl StreamSlice {
     fn take_chunks(&mut self, decoder: &Arc<dyn Decoder>, seq: &mut u64) -> Vec<Chunk> {
         let mut full = std::mem::take(&mut self.full);
         if !self.cur.is_empty() {
-            full.push((self.cur_first_line, std::mem::take(&mut self.cur)));
+            let frames = match self.framing {
+                Framing::Lines | Framing::QuotedLines => None,
+                Framing::Cdr3gpp => Some(std::mem::take(&mut self.cur_frames)),
+            };
+            full.push((self.cur_first_line, std::mem::take(&mut self.cur), frames));
         }
         let source = self.source();
         full.into_iter()
-            .map(|(first_line, data)| {
+            .map(|(first_line, data, frames)| {
                 *seq += 1;
                 Chunk {
                     seq: *seq - 1,
                     source: source.clone(),
                     decoder: decoder.clone(),
-                    first_line,
+                    first_line: frames
+                        .as_ref()
+                        .and_then(|f| f.first())
+                        .map_or(first_line, |f| f.index),
                     offset: 0,
                     data,
                     oversized: None,
+                    frames,
                 }
             })
             .collect()
@@ -302,7 +377,7 @@ pub fn process_slices(
 
     // Account per slice, in chunk order (first occurrence wins).
     let mut outcomes: Vec<SliceOutcome> = Vec::with_capacity(slices.len());
-    let mut parts: Vec<BTreeMap<PartitionKey, Vec<RecordBatch>>> = Vec::new();
+    let mut parts: Vec<BTreeMap<(PartitionKey, PseudonymScheme), Vec<RecordBatch>>> = Vec::new();
     let mut seen: Vec<hashbrown::HashSet<u128>> = Vec::new();
     for s in &slices {
         let (first, last) = s.range().unwrap_or((0, -1));
@@ -324,18 +399,18 @@ pub fn process_slices(
         let out = out?;
         let o = &mut outcomes[*slice];
         let seen = opts.dedup_record_ids.then_some(&mut seen[*slice]);
-        for (key, batch) in account(&out, protect, seen, &mut o.summary)? {
-            parts[*slice].entry(key).or_default().push(batch);
+        for (key, scheme, batch) in account(&out, protect, seen, &mut o.summary)? {
+            parts[*slice].entry((key, scheme)).or_default().push(batch);
         }
-        for r in out.rejected {
-            o.rejected
-                .push((slices[*slice].position_of_line(r.line), r));
+        for mut r in out.rejected {
+            let position = slices[*slice].origin_of(&mut r);
+            o.rejected.push((position, r));
         }
     }
     drop(chunks);
 
     // Write: one staged pool per (slice, partition).
-    let tasks: Vec<(usize, PartitionKey, Vec<RecordBatch>)> = parts
+    let tasks: Vec<(usize, (PartitionKey, PseudonymScheme), Vec<RecordBatch>)> = parts
         .into_iter()
         .enumerate()
         .flat_map(|(i, m)| m.into_iter().map(move |(k, b)| (i, k, b)))
@@ -346,7 +421,7 @@ pub fn process_slices(
         ..opts.writer.clone()
     };
     let written = parallel(tasks.len(), threads, |t| {
-        let (slice, key, batches) = &tasks[t];
+        let (slice, (key, scheme), batches) = &tasks[t];
         let o = &outcomes[*slice];
         let mut pool = WriterPool::staged(
             &opts.data_dir,
@@ -354,6 +429,7 @@ pub fn process_slices(
             FileMeta {
                 key_version: 1,
                 origin: format!("kafka:{}/{}@{}-{}", o.stream, o.partition, o.first, o.last),
+                pseudonym_scheme: *scheme,
             },
         );
         for b in batches {
@@ -438,5 +514,60 @@ mod tests {
         assert_eq!(chunks[1].first_line, 6);
         assert!(chunks.iter().all(|c| c.data.ends_with(b"\n")));
         assert_eq!(seq, 3);
+    }
+
+    #[test]
+    fn framed_slices_hold_cdr_frames_and_map_dead_letters_to_their_message() {
+        // A lone CDR, an empty message, then a CDR file whose second frame
+        // is garbage.
+        let body = [0xA0, 0x03, 0x80, 0x01, 0x00];
+        use cdrvault_decode::ber::file::{encode_cdr_frame, encode_file_header};
+        let frame = encode_cdr_frame(&body);
+        let mut file = encode_file_header(52 + 9 + 2, 0xFFFF_FFFF, 1, [0; 20]).to_vec();
+        file.extend_from_slice(&frame);
+        file.extend_from_slice(&[0xFF, 0xEE]);
+        let mut s = StreamSlice::new(Arc::from("t"), 2, 4096).with_framing(Framing::Cdr3gpp);
+        s.push(40, &body);
+        s.push(41, b"");
+        s.push(42, &file);
+        assert_eq!((s.messages(), s.empty), (3, 1));
+        let d: Arc<dyn Decoder> = Arc::new(cdrvault_decode::ber::BerDecoder);
+        let mut seq = 0;
+        let chunks = s.take_chunks(&d, &mut seq);
+        assert_eq!(chunks.len(), 1);
+        let frames = chunks[0].frames.as_ref().expect("frames");
+        let spans: Vec<_> = frames
+            .iter()
+            .map(|f| (f.index, f.offset, f.origin.is_some(), f.problem.is_some()))
+            .collect();
+        let at = body.len() as u64;
+        assert_eq!(
+            spans,
+            vec![
+                (1, 0, false, false),
+                (1, at + 52, true, false),
+                (2, at + 61, false, true)
+            ]
+        );
+        assert_eq!(&chunks[0].data[frames[1].range.clone()], &body);
+        // The garbage's dead letter: message 42, record 2 at byte 61 of it.
+        let mut r = RejectedRecord {
+            source: Arc::from("kafka:t/2"),
+            line: 2,
+            offset: at + 61,
+            reason: cdrvault_decode::RejectReason::EndBeforeStart,
+            key_date: chrono::NaiveDate::default(),
+            seal_ctx: cdrvault_crypto::ContextId::from_bytes([0; 16]),
+            sealed_raw: Vec::new(),
+        };
+        assert_eq!(s.origin_of(&mut r), 42);
+        assert_eq!((r.line, r.offset), (2, 61));
+        let mut r0 = RejectedRecord {
+            offset: 0,
+            line: 1,
+            ..r
+        };
+        assert_eq!(s.origin_of(&mut r0), 40);
+        assert_eq!(r0.offset, 0);
     }
 }

@@ -1,11 +1,13 @@
-//! Input sources: files, directories and stdin, split into chunks of whole lines.
+//! Input sources: files, directories and stdin, split into chunks of whole
+//! lines, or (3GPP CDR files) of whole CDR frames (see `frames.rs`).
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cdrvault_decode::{decoder_for, ColumnMapping, CsvOptions, Decoder, InputFormat};
+use cdrvault_decode::{decoder_for, ColumnMapping, CsvOptions, Decoder, Framing, InputFormat};
 
 use crate::chunk::Chunk;
 use crate::PipelineError;
@@ -13,8 +15,8 @@ use crate::PipelineError;
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSource {
-    /// A file, or every `.csv`/`.tsv`/`.jsonl`/`.ndjson`/`.json` file under a
-    /// directory (recursively, in name order).
+    /// A file, or every `.csv`/`.tsv`/`.jsonl`/`.ndjson`/`.json`/`.ber`/`.cdr`
+    /// file under a directory (recursively, in name order).
     Path(PathBuf),
     /// Standard input.
     Stdin,
@@ -44,6 +46,61 @@ pub struct PreparedSource {
     offset: u64,
     /// Size in bytes when known (files), for progress.
     pub size: Option<u64>,
+    /// A JSON file holding one array of records (read element by element,
+    /// see `jsonarray.rs`) rather than JSON Lines.
+    json_array: bool,
+    /// Every byte read from the source, hashed (the run's fingerprint).
+    digest: SourceDigest,
+}
+
+/// The xxh3-128 hash and length of the bytes read from one source so far
+/// (a handle: the source itself is consumed by [`PreparedSource::chunks`]).
+#[derive(Clone, Default)]
+pub struct SourceDigest(Arc<std::sync::Mutex<(xxhash_rust::xxh3::Xxh3, u64)>>);
+
+impl std::fmt::Debug for SourceDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceDigest")
+    }
+}
+
+impl SourceDigest {
+    /// (hash, bytes) of everything read.
+    pub fn finish(&self) -> (u128, u64) {
+        let s = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (s.0.digest128(), s.1)
+    }
+}
+
+/// Hashes every byte read through it into a [`SourceDigest`]: the input
+/// fingerprint costs one pass of xxh3 over bytes already in memory.
+struct HashingReader {
+    inner: Box<dyn Read + Send>,
+    digest: SourceDigest,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut s = self
+            .digest
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.0.update(&buf[..n]);
+        s.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// The sources of a run, opened, and the paths that were not read.
+#[derive(Debug)]
+pub struct Prepared {
+    pub sources: Vec<PreparedSource>,
+    pub skipped: Vec<SkippedInput>,
 }
 
 impl std::fmt::Debug for PreparedSource {
@@ -55,38 +112,145 @@ impl std::fmt::Debug for PreparedSource {
     }
 }
 
-fn is_input_file(p: &Path) -> bool {
-    p.is_file() && InputFormat::from_path(p).is_some()
+/// An input path that was not read, and why. Every one is listed in the
+/// run's summary: nothing is skipped silently.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedInput {
+    pub path: PathBuf,
+    pub reason: SkipReason,
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
-    let err = |source| PipelineError::Input {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(err)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(|source| PipelineError::Input {
-            path: dir.to_owned(),
-            source,
-        })?;
-    entries.sort();
-    for p in entries {
-        let hidden = p
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if is_input_file(&p) {
-            out.push(p);
+/// Why an input path was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Under a directory, a name without an input extension (`.csv`, `.tsv`,
+    /// `.jsonl`, `.ndjson`, `.json`, `.ber`, `.cdr`).
+    NotAnInputFile,
+    /// A hidden name (`.…`) under a directory.
+    Hidden,
+    /// A 0-byte file: nothing to read.
+    Empty,
+    /// A symbolic link whose target does not exist (or cannot be reached).
+    DanglingLink,
+    /// A symbolic link to a directory: directory links are never followed
+    /// (they can form loops).
+    DirectoryLink,
+    /// A second path (a link, a repeated argument) to a file already read.
+    SameFile,
+    /// A directory reached a second time (a bind mount or other loop).
+    DirectoryLoop,
+    /// More than [`MAX_DEPTH`] directories deep.
+    TooDeep,
+    /// A FIFO, socket or device.
+    NotARegularFile,
+}
+
+impl SkipReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SkipReason::NotAnInputFile => "not an input file (extension)",
+            SkipReason::Hidden => "hidden",
+            SkipReason::Empty => "empty file",
+            SkipReason::DanglingLink => "dangling symbolic link",
+            SkipReason::DirectoryLink => "symbolic link to a directory (never followed)",
+            SkipReason::SameFile => "the same file as one already read",
+            SkipReason::DirectoryLoop => "a directory already read (loop)",
+            SkipReason::TooDeep => "nested too deep",
+            SkipReason::NotARegularFile => "not a regular file",
         }
     }
-    Ok(())
+}
+
+/// How deep a directory walk goes.
+pub const MAX_DEPTH: usize = 32;
+
+/// The files of the run, found without following a directory link and
+/// without reading any file twice.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    skipped: Vec<SkippedInput>,
+    dirs: std::collections::HashSet<(u64, u64)>,
+    seen: std::collections::HashSet<(u64, u64)>,
+    /// Files with an input extension met under directories (read or not).
+    candidates: usize,
+}
+
+impl Walk {
+    fn skip(&mut self, path: PathBuf, reason: SkipReason) {
+        self.skipped.push(SkippedInput { path, reason });
+    }
+
+    /// A regular file (`m` is its metadata, links followed): read unless
+    /// empty or already read.
+    fn file(&mut self, path: PathBuf, m: &std::fs::Metadata) {
+        if m.len() == 0 {
+            self.skip(path, SkipReason::Empty);
+        } else if !self.seen.insert((m.dev(), m.ino())) {
+            self.skip(path, SkipReason::SameFile);
+        } else {
+            self.files.push(path);
+        }
+    }
+
+    fn walk(&mut self, dir: &Path, depth: usize) -> Result<(), PipelineError> {
+        let err = |source| PipelineError::Input {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                self.skip(p, SkipReason::Hidden);
+                continue;
+            }
+            let ft = e.file_type().map_err(|source| PipelineError::Input {
+                path: p.clone(),
+                source,
+            })?;
+            if ft.is_dir() {
+                let m = std::fs::symlink_metadata(&p).map_err(|source| PipelineError::Input {
+                    path: p.clone(),
+                    source,
+                })?;
+                if depth >= MAX_DEPTH {
+                    self.skip(p, SkipReason::TooDeep);
+                } else if !self.dirs.insert((m.dev(), m.ino())) {
+                    self.skip(p, SkipReason::DirectoryLoop);
+                } else {
+                    self.walk(&p, depth + 1)?;
+                }
+                continue;
+            }
+            // A link is judged by what it points to (followed once, for a
+            // file only).
+            let m = match std::fs::metadata(&p) {
+                Ok(m) => m,
+                Err(_) if ft.is_symlink() => {
+                    self.skip(p, SkipReason::DanglingLink);
+                    continue;
+                }
+                Err(source) => return Err(PipelineError::Input { path: p, source }),
+            };
+            if m.is_dir() {
+                self.skip(p, SkipReason::DirectoryLink);
+            } else if !m.is_file() {
+                self.skip(p, SkipReason::NotARegularFile);
+            } else if InputFormat::from_path(&p).is_none() {
+                self.skip(p, SkipReason::NotAnInputFile);
+            } else {
+                self.candidates += 1;
+                self.file(p, &m);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads up to and including the first `\n` (or to EOF) from `r`, appending
@@ -115,29 +279,48 @@ pub fn prepare_sources(
     format: Option<InputFormat>,
     mapping: &ColumnMapping,
     csv: &CsvOptions,
-) -> Result<Vec<PreparedSource>, PipelineError> {
+) -> Result<Prepared, PipelineError> {
     let mut files: Vec<(Arc<str>, Option<PathBuf>)> = Vec::new();
+    let mut w = Walk::default();
     for s in sources {
         match s {
             InputSource::Stdin => files.push((Arc::from("-"), None)),
             InputSource::Path(p) if p.is_dir() => {
-                let mut found = Vec::new();
-                walk(p, &mut found)?;
-                if found.is_empty() {
+                // The directory named is followed (even through a link);
+                // links below it to directories are not.
+                if let Ok(m) = std::fs::metadata(p) {
+                    w.dirs.insert((m.dev(), m.ino()));
+                }
+                let before = (w.files.len(), w.candidates);
+                w.walk(p, 0)?;
+                if w.candidates == before.1 {
                     return Err(PipelineError::NoInputFiles { path: p.clone() });
                 }
-                for f in found {
+                for f in w.files.drain(before.0..).collect::<Vec<_>>() {
                     files.push((Arc::from(f.display().to_string()), Some(f)));
                 }
             }
             InputSource::Path(p) => {
-                files.push((Arc::from(p.display().to_string()), Some(p.clone())))
+                // A file named on the command line is read whatever its
+                // name (an error if it cannot be opened), except when it is
+                // empty or the same file as one already read.
+                let skip = match std::fs::metadata(p) {
+                    Ok(m) if m.is_file() && m.len() == 0 => Some(SkipReason::Empty),
+                    Ok(m) if m.is_file() && !w.seen.insert((m.dev(), m.ino())) => {
+                        Some(SkipReason::SameFile)
+                    }
+                    _ => None,
+                };
+                match skip {
+                    Some(reason) => w.skip(p.clone(), reason),
+                    None => files.push((Arc::from(p.display().to_string()), Some(p.clone()))),
+                }
             }
         }
     }
     let mut out = Vec::with_capacity(files.len());
     for (name, path) in files {
-        let (mut reader, size): (Box<dyn Read + Send>, Option<u64>) = match &path {
+        let (inner, size): (Box<dyn Read + Send>, Option<u64>) = match &path {
             None => (Box::new(io::stdin()), None),
             Some(p) => {
                 let f = File::open(p).map_err(|source| PipelineError::Input {
@@ -148,6 +331,11 @@ pub fn prepare_sources(
                 (Box::new(f), size)
             }
         };
+        let digest = SourceDigest::default();
+        let mut reader: Box<dyn Read + Send> = Box::new(HashingReader {
+            inner,
+            digest: digest.clone(),
+        });
         let display_path = path.clone().unwrap_or_else(|| PathBuf::from("-"));
         let mut pending = Vec::new();
         let first_len = read_first_line(&mut reader, &mut pending, 1 << 20).map_err(|source| {
@@ -156,9 +344,24 @@ pub fn prepare_sources(
                 source,
             }
         })?;
-        let fmt = format
-            .or_else(|| path.as_deref().and_then(InputFormat::from_path))
-            .unwrap_or_else(|| InputFormat::sniff(&pending[..first_len]));
+        let by_name = format.or_else(|| path.as_deref().and_then(InputFormat::from_path));
+        let fmt = match by_name {
+            Some(f) => f,
+            None => {
+                // A binary CDR file may hold a newline in its first bytes:
+                // look at enough of it to check a TS 32.297 file header.
+                read_at_least(&mut reader, &mut pending, SNIFF_BYTES).map_err(|source| {
+                    PipelineError::Input {
+                        path: display_path.clone(),
+                        source,
+                    }
+                })?;
+                match InputFormat::sniff_binary(&pending, size) {
+                    InputFormat::Ber3gpp => InputFormat::Ber3gpp,
+                    _ => InputFormat::sniff(&pending[..first_len]),
+                }
+            }
+        };
         let (decoder, consumed) = match fmt {
             InputFormat::Csv => {
                 let mut header = &pending[..first_len];
@@ -176,7 +379,7 @@ pub fn prepare_sources(
                 })?;
                 (d, first_len)
             }
-            InputFormat::JsonLines => {
+            InputFormat::JsonLines | InputFormat::Ber3gpp => {
                 let d = decoder_for(fmt, None, mapping, csv).map_err(|source| {
                     PipelineError::Header {
                         path: display_path.clone(),
@@ -185,6 +388,15 @@ pub fn prepare_sources(
                 })?;
                 (d, 0)
             }
+        };
+        let json_array = fmt == InputFormat::JsonLines && {
+            read_at_least(&mut reader, &mut pending, SNIFF_BYTES).map_err(|source| {
+                PipelineError::Input {
+                    path: display_path.clone(),
+                    source,
+                }
+            })?;
+            crate::jsonarray::starts_array(&pending)
         };
         let (first_line, offset) = if consumed > 0 {
             (2, consumed as u64)
@@ -200,12 +412,23 @@ pub fn prepare_sources(
             first_line,
             offset,
             size,
+            json_array,
+            digest,
         });
     }
-    Ok(out)
+    Ok(Prepared {
+        sources: out,
+        skipped: w.skipped,
+    })
 }
 
 impl PreparedSource {
+    /// A handle on the hash of the bytes read from this source, complete
+    /// once [`chunks`](Self::chunks) has returned.
+    pub fn digest(&self) -> SourceDigest {
+        self.digest.clone()
+    }
+
     /// Reads the source to its end, calling `emit` with chunks of whole lines
     /// of about `chunk_bytes` each. `next_seq` numbers chunks across sources.
     pub fn chunks(
@@ -215,7 +438,34 @@ impl PreparedSource {
         mut emit: impl FnMut(Chunk) -> bool,
         mut on_bytes: impl FnMut(u64),
     ) -> Result<(), PipelineError> {
+        if self.decoder.framing() == Framing::Cdr3gpp {
+            let pending = std::mem::take(&mut self.pending);
+            return crate::frames::cdr_file_chunks(
+                self.name.clone(),
+                self.decoder.clone(),
+                self.reader,
+                pending,
+                chunk_bytes,
+                next_seq,
+                emit,
+                on_bytes,
+            );
+        }
+        if self.json_array {
+            let pending = std::mem::take(&mut self.pending);
+            return crate::jsonarray::json_array_chunks(
+                self.name.clone(),
+                self.decoder.clone(),
+                self.reader,
+                pending,
+                chunk_bytes,
+                next_seq,
+                emit,
+                on_bytes,
+            );
+        }
         let name = self.name.clone();
+        let quoted = self.decoder.framing() == Framing::QuotedLines;
         let mut buf = std::mem::take(&mut self.pending);
         let mut line = self.first_line;
         let mut offset = self.offset;
@@ -270,7 +520,15 @@ impl PreparedSource {
             let cut = if eof {
                 buf.len()
             } else {
-                match memchr::memrchr(b'\n', &buf) {
+                // Cut after the last record end: the last line break, or for
+                // CSV the last one outside quotes (a quoted field may hold
+                // line breaks; `buf` always starts at a record).
+                let last = if quoted {
+                    cdrvault_decode::last_quoted_record_end(&buf)
+                } else {
+                    memchr::memrchr(b'\n', &buf)
+                };
+                match last {
                     Some(i) => i + 1,
                     None => {
                         // One line longer than a whole chunk: refuse it, skip to its end.
@@ -308,11 +566,28 @@ impl PreparedSource {
             offset,
             data,
             oversized: None,
+            frames: None,
         }
     }
 }
 
-fn read_retrying(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Bytes read before guessing the format of a file without a known extension.
+const SNIFF_BYTES: usize = 4096;
+
+/// Reads from `r` until `buf` holds at least `n` bytes or the input ends.
+pub(crate) fn read_at_least(r: &mut dyn Read, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    let mut tmp = [0u8; 8192];
+    while buf.len() < n {
+        let got = read_retrying(r, &mut tmp)?;
+        if got == 0 {
+            break;
+        }
+        buf.extend_from_slice(&tmp[..got]);
+    }
+    Ok(())
+}
+
+pub(crate) fn read_retrying(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match r.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -19,16 +19,21 @@
 mod batch;
 mod chunk;
 mod deadletter;
+mod frames;
 mod ingest;
 mod input;
+mod jsonarray;
 
 pub use batch::{process_slices, BatchOptions, Published, SliceOutcome, StreamSlice};
 pub use chunk::{
-    process_chunk, Chunk, ChunkOutput, Protect, RejectedRecord, DEAD_LETTER_KEY_CLASS,
+    process_chunk, Chunk, ChunkOutput, FrameSpan, PartOutput, Protect, RejectedRecord,
+    DEAD_LETTER_KEY_CLASS,
 };
-pub use deadletter::{open_dead_letter, DeadLetterEntry, DeadLetterWriter};
-pub use ingest::{ingest, IngestOptions, IngestSummary};
-pub use input::{InputSource, PreparedSource};
+pub use deadletter::{
+    open_dead_letter, remove_stale_dead_letters, DeadLetterEntry, DeadLetterWriter,
+};
+pub use ingest::{ingest, IngestFailure, IngestOptions, IngestSummary, StoredBeforeFailure};
+pub use input::{InputSource, Prepared, PreparedSource, SkipReason, SkippedInput, SourceDigest};
 
 use std::path::PathBuf;
 

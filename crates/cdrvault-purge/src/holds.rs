@@ -7,11 +7,11 @@
 //! the current holds; nothing else stores them, so the tamper-evident chain
 //! covers them.
 
+use cdrvault_audit::Entry;
+use cdrvault_model::Target;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-
-use crate::target::TargetKind;
 
 /// Event kind of a new hold.
 pub const HOLD_ADDED: &str = "hold.added";
@@ -20,31 +20,14 @@ pub const HOLD_RELEASED: &str = "hold.released";
 /// `seal_text` purpose of a hold's target.
 pub const TARGET_PURPOSE: &str = "hold-target";
 
-/// One audit-log entry, as much of it as folding needs (keeps this module
-/// independent of the log's storage).
-#[derive(Debug, Clone, Copy)]
-pub struct LogEvent<'a> {
-    /// Sequence number.
-    pub seq: u64,
-    /// When it was appended.
-    pub at: DateTime<Utc>,
-    /// `namespace.verb`.
-    pub kind: &'a str,
-    /// Who did it.
-    pub actor: &'a str,
-    /// What it is about (hold id, request id, ...).
-    pub subject: &'a str,
-    /// Event-specific data.
-    pub data: &'a Value,
-}
-
 /// A hold as folded from the log. The target stays sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hold {
     /// `h<n>`, unique in the log.
     pub id: String,
-    /// Kind of the held identifier.
-    pub target_kind: TargetKind,
+    /// Kind of the held identifier: `msisdn`, `imsi` or `imei`
+    /// ([`Target::kind`]).
+    pub target_kind: String,
     /// The identifier, sealed by the audit log (base64).
     #[serde(skip)]
     pub target_sealed: String,
@@ -81,21 +64,15 @@ impl Hold {
     }
 }
 
-impl Serialize for TargetKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
 /// The data of a `hold.added` event.
 pub fn added_data(
-    target_kind: TargetKind,
+    target: &Target,
     target_sealed: &str,
     reason: &str,
     until: Option<NaiveDate>,
 ) -> Value {
     json!({
-        "target_kind": target_kind.name(),
+        "target_kind": target.kind(),
         "target": target_sealed,
         "reason": reason,
         "until": until,
@@ -103,20 +80,23 @@ pub fn added_data(
 }
 
 /// The id the next hold gets: `h<1 + number of holds so far>`.
-pub fn next_hold_id<'a>(events: impl IntoIterator<Item = LogEvent<'a>>) -> String {
+pub fn next_hold_id<'a>(events: impl IntoIterator<Item = &'a Entry>) -> String {
     let n = events.into_iter().filter(|e| e.kind == HOLD_ADDED).count();
     format!("h{}", n + 1)
 }
 
 /// Every hold ever added, in order, with its release if any. Entries that
 /// do not parse are skipped (the log's own verification reports damage).
-pub fn fold_holds<'a>(events: impl IntoIterator<Item = LogEvent<'a>>) -> Vec<Hold> {
+pub fn fold_holds<'a>(events: impl IntoIterator<Item = &'a Entry>) -> Vec<Hold> {
     let mut holds: Vec<Hold> = Vec::new();
     for e in events {
-        match e.kind {
+        match e.kind.as_str() {
             HOLD_ADDED => {
-                let d = e.data;
-                let Some(kind) = d["target_kind"].as_str().and_then(TargetKind::parse) else {
+                let d = &e.data;
+                let Some(kind) = d["target_kind"]
+                    .as_str()
+                    .filter(|k| ["msisdn", "imsi", "imei"].contains(k))
+                else {
                     continue;
                 };
                 let Some(sealed) = d["target"].as_str() else {
@@ -127,12 +107,12 @@ pub fn fold_holds<'a>(events: impl IntoIterator<Item = LogEvent<'a>>) -> Vec<Hol
                 }
                 holds.push(Hold {
                     id: e.subject.to_owned(),
-                    target_kind: kind,
+                    target_kind: kind.to_owned(),
                     target_sealed: sealed.to_owned(),
                     reason: d["reason"].as_str().unwrap_or_default().to_owned(),
                     until: d["until"].as_str().and_then(|s| s.parse().ok()),
                     added_at: e.at,
-                    added_by: e.actor.to_owned(),
+                    added_by: e.actor.clone(),
                     released_at: None,
                     released_by: None,
                 });
@@ -143,7 +123,7 @@ pub fn fold_holds<'a>(events: impl IntoIterator<Item = LogEvent<'a>>) -> Vec<Hol
                     .find(|h| h.id == e.subject && h.released_at.is_none())
                 {
                     h.released_at = Some(e.at);
-                    h.released_by = Some(e.actor.to_owned());
+                    h.released_by = Some(e.actor.clone());
                 }
             }
             _ => {}
@@ -153,39 +133,48 @@ pub fn fold_holds<'a>(events: impl IntoIterator<Item = LogEvent<'a>>) -> Vec<Hol
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ev<'a>(seq: u64, kind: &'a str, subject: &'a str, data: &'a Value) -> LogEvent<'a> {
-        LogEvent {
-            seq,
-            at: DateTime::from_timestamp(1_700_000_000 + seq as i64, 0).unwrap(),
-            kind,
-            actor: "officer",
-            subject,
-            data,
-        }
+    /// An entry as the log returns it (built through serde, as the log
+    /// reads its lines; hash and MAC are not looked at by the folds).
+    pub(crate) fn entry(seq: u64, kind: &str, actor: &str, subject: &str, data: Value) -> Entry {
+        let at = DateTime::from_timestamp(1_700_000_000 + seq as i64, 0).unwrap();
+        serde_json::from_value(json!({
+            "seq": seq, "at": at, "prev": "", "kind": kind, "actor": actor,
+            "subject": subject, "data": data, "hash": "", "mac": null,
+        }))
+        .unwrap()
     }
 
     #[test]
     fn holds_fold_from_added_and_released_events() {
         let d: NaiveDate = "2026-05-01".parse().unwrap();
-        let a = added_data(TargetKind::Msisdn, "c2VhbGVk", "case 1", None);
-        let b = added_data(TargetKind::Imei, "c2VhbGVk", "case 2", Some(d));
-        let none = json!({});
+        let number = Target::parse("msisdn", "010-0123-4567").unwrap();
+        let device = Target::parse("imei", "490154203237518").unwrap();
+        let a = added_data(&number, "c2VhbGVk", "case 1", None);
+        let b = added_data(&device, "c2VhbGVk", "case 2", Some(d));
         let events = vec![
-            ev(1, HOLD_ADDED, "h1", &a),
-            ev(2, "request.created", "r1", &none),
-            ev(3, HOLD_ADDED, "h2", &b),
-            ev(4, HOLD_RELEASED, "h1", &none),
+            entry(1, HOLD_ADDED, "officer", "h1", a),
+            entry(2, "request.created", "officer", "r1", json!({})),
+            entry(3, HOLD_ADDED, "officer", "h2", b),
+            entry(4, HOLD_RELEASED, "officer", "h1", json!({})),
+            entry(
+                5,
+                HOLD_ADDED,
+                "officer",
+                "h3",
+                json!({"target_kind": "cell", "target": "x"}),
+            ),
         ];
-        assert_eq!(next_hold_id(events.iter().copied()), "h3");
-        let holds = fold_holds(events);
-        assert_eq!(holds.len(), 2);
+        assert_eq!(next_hold_id(&events), "h4");
+        let holds = fold_holds(&events);
+        assert_eq!(holds.len(), 2, "an entry with an unknown kind is skipped");
         assert_eq!(holds[0].id, "h1");
         assert!(!holds[0].is_active(d));
         assert_eq!(holds[0].state(d), "released");
-        assert_eq!(holds[1].target_kind, TargetKind::Imei);
+        assert_eq!(holds[0].target_kind, "msisdn");
+        assert_eq!(holds[1].target_kind, "imei");
         assert!(holds[1].is_active(d), "active through its until date");
         assert!(!holds[1].is_active(d.succ_opt().unwrap()));
         assert_eq!(holds[1].state(d.succ_opt().unwrap()), "expired");

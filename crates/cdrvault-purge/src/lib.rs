@@ -4,31 +4,29 @@
 //! * [`plan`] (pure): which partitions and key periods have expired as of an
 //!   instant, and which legal-hold copies are no longer held. The rule is
 //!   [`plan::RULE`]; expiry itself is [`cdrvault_retention::Period`].
-//! * [`holds`] (pure): legal holds, folded from the audit log.
-//! * [`target`]: the identifier a hold names (`msisdn:`, `imsi:`, `imei:`).
+//! * [`holds`] (pure): legal holds, folded from the audit log's entries.
 //! * [`preserve`]: copying held targets' records into the legal-hold class,
 //!   re-pseudonymised and re-sealed under that class's keys.
 //! * [`run`]: the phased, resumable execution under `<data_dir>/.purge.lock`,
 //!   writing `purge.started` before anything is touched and
 //!   `purge.completed` (the destruction record) after.
 //!
-//! The audit log is reached through the small [`Journal`] trait so that
-//! this crate does not depend on how the log is stored; the binary adapts
-//! `cdrvault_audit::AuditLog` to it.
+//! The audit log is reached through the small [`Journal`] trait over the
+//! log's own [`cdrvault_audit::Entry`] and [`cdrvault_audit::Event`];
+//! [`cdrvault_audit::AuditLog`] implements it, and the desk implements it
+//! so that its appends go through the desk's one append function.
 
 pub mod holds;
 pub mod plan;
 pub mod preserve;
 pub mod run;
-pub mod target;
 
-pub use holds::{fold_holds, Hold, LogEvent};
-pub use plan::{plan, Inventory, Plan};
+pub use holds::{fold_holds, Hold};
+pub use plan::{plan, plan_dead_letters, ExpiredDeadLetters, Inventory, Plan};
 pub use run::{
-    erasure_status, inventory, purge, purged_partitions, ErasureStatus, Journal, PurgeOptions,
-    PurgeReport, Recorded, RunSummary, CRASH_ENV, PURGE_COMPLETED, PURGE_STARTED,
+    erasure_status, inventory, purge, purged_partitions, ErasureStatus, Journal, LeftInPlace,
+    PurgeOptions, PurgeReport, RunSummary, CRASH_ENV, PURGE_COMPLETED, PURGE_STARTED,
 };
-pub use target::{HoldTarget, TargetKind};
 
 use std::path::PathBuf;
 
@@ -48,7 +46,7 @@ pub enum PurgeError {
     Crypto(#[from] cdrvault_crypto::CryptoError),
     /// The audit log failed.
     #[error("audit log: {0}")]
-    Journal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Audit(#[from] cdrvault_audit::AuditError),
     /// A file-system operation failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -58,32 +56,8 @@ pub enum PurgeError {
         source: std::io::Error,
     },
     /// A non-dry purge needs the privacy officer's approval.
-    #[error("purge needs an approver: set purge.approvers (the privacy officer, 개인정보 보호책임자) in the configuration and pass --approver if there are several")]
+    #[error("purge needs an approver: the privacy officer (개인정보 보호책임자) who signs it, or whose standing approval of the signing service key is in force")]
     NoApprover,
-    /// The approver given is not configured.
-    #[error("approver {given:?} is not one of the configured purge.approvers")]
-    UnknownApprover {
-        /// Name given.
-        given: String,
-    },
-    /// A hold target did not parse.
-    #[error("hold target: {reason}")]
-    BadTarget {
-        /// What is wrong (never the value).
-        reason: String,
-    },
-    /// No hold with this id.
-    #[error("no hold {id}")]
-    UnknownHold {
-        /// Hold id.
-        id: String,
-    },
-    /// The hold was already released.
-    #[error("hold {id} was already released")]
-    AlreadyReleased {
-        /// Hold id.
-        id: String,
-    },
     /// Stored data is not what a purge expects.
     #[error("corrupt: {what}")]
     Corrupt {

@@ -17,8 +17,11 @@
 //! class>.parquet`) are kept while their hold is active and removed by the
 //! first purge after it is released or its `until` date has passed; once a
 //! hold-class day has no copies left, its keys are destroyed as well.
-//! Classes the configuration does not know (for example the dead-letter
-//! key class) are never touched.
+//! Dead letters (refused records, sealed under a `dead_letter` key per
+//! day) expire the same way under `ingest.dead_letter_period_*`
+//! ([`plan_dead_letters`]): their files are deleted and the day's key
+//! destroyed. Other classes the configuration does not know are never
+//! touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +30,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The rule, as recorded in the destruction record.
-pub const RULE: &str = "a partition of date D in a class with period P is kept through the end of D+P in Asia/Seoul (month arithmetic per Civil Code art. 160: a missing day is the month's last day) and destroyed from the next KST midnight: its files are deleted and its per-(class, day) pseudonym and data keys destroyed (cryptographic erase, NIST SP 800-88). Records of held targets are first copied to the legal-hold class; those copies are destroyed on the first run after the hold is released or its until date has passed.";
+pub const RULE: &str = "a partition of date D in a class with period P is kept through the end of D+P in Asia/Seoul (month arithmetic per Civil Code art. 160: a missing day is the month's last day) and destroyed from the next KST midnight: its files are deleted and its per-(class, day) pseudonym and data keys destroyed (cryptographic erase, NIST SP 800-88). Records of held targets are first copied to the legal-hold class; those copies are destroyed on the first run after the hold is released or its until date has passed. Dead letters sealed under the dead_letter key of day D are destroyed the same way once the dead-letter period has passed since D: their files are deleted and the key destroyed.";
 
 /// File-id prefix of legal-hold copies.
 const HOLD_COPY_PREFIX: &str = "hold-";
@@ -66,13 +69,45 @@ pub struct PartitionInfo {
     pub files: Vec<FileInfo>,
 }
 
-/// What exists: partitions and key periods.
+/// What exists: partitions, dead-letter files and key periods.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     /// Every partition directory.
     pub partitions: Vec<PartitionInfo>,
     /// Every (class, day) that has keys in the key store.
     pub key_periods: BTreeSet<(String, NaiveDate)>,
+    /// Every dead-letter file.
+    pub dead_letters: Vec<DeadLetterInfo>,
+}
+
+/// One dead-letter file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterInfo {
+    /// File name in the dead-letter directory.
+    pub name: String,
+    /// The day of the `dead_letter` key its entries are sealed under.
+    pub key_date: NaiveDate,
+    /// Entries (refused records) in it.
+    pub entries: u64,
+}
+
+/// The dead letters of one day, with that day's `dead_letter` key, to
+/// destroy: their period (`ingest.dead_letter_period_*`) has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredDeadLetters {
+    /// The key day.
+    pub date: NaiveDate,
+    /// The dead-letter period, e.g. `3 months`.
+    pub period: String,
+    /// When they expired.
+    pub expires_at: DateTime<Utc>,
+    /// Dead-letter file names.
+    pub files: Vec<String>,
+    /// Entries (refused records) in them.
+    pub entries: u64,
+    /// Whether the day has a `dead_letter` key to destroy (it also seals
+    /// the day's entries of `serve`'s dead-letter topic).
+    pub keys: bool,
 }
 
 /// An expired partition (or key period) to destroy whole.
@@ -132,12 +167,14 @@ pub struct Plan {
     pub hold_cleanups: Vec<HoldCleanup>,
     /// Name of the legal-hold class.
     pub hold_class: String,
+    /// Expired dead letters, by day ([`plan_dead_letters`]).
+    pub dead_letters: Vec<ExpiredDeadLetters>,
 }
 
 impl Plan {
     /// True if there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.expired.is_empty() && self.hold_cleanups.is_empty()
+        self.expired.is_empty() && self.hold_cleanups.is_empty() && self.dead_letters.is_empty()
     }
 
     /// Files the plan deletes.
@@ -253,7 +290,45 @@ pub fn plan(
         expired,
         hold_cleanups,
         hold_class,
+        dead_letters: Vec::new(),
     }
+}
+
+/// The days of dead letters that have expired as of `as_of` under
+/// `period` (the partition rule applied to the key day): their files, and
+/// the `dead_letter` key of the day, which also seals that day's entries of
+/// `serve`'s dead-letter topic. Dead letters are not records of a class and
+/// legal holds do not keep them (they are refused input, not stored data).
+pub fn plan_dead_letters(
+    period: Period,
+    inv: &Inventory,
+    as_of: DateTime<Utc>,
+) -> Vec<ExpiredDeadLetters> {
+    let class = cdrvault_store::deadletter::KEY_CLASS;
+    let mut days: BTreeMap<NaiveDate, (Vec<String>, u64)> = BTreeMap::new();
+    for f in &inv.dead_letters {
+        let day = days.entry(f.key_date).or_default();
+        day.0.push(f.name.clone());
+        day.1 += f.entries;
+    }
+    for (c, d) in &inv.key_periods {
+        if c == class {
+            days.entry(*d).or_default();
+        }
+    }
+    days.into_iter()
+        .filter_map(|(date, (files, entries))| {
+            let expires_at = period.expires_at(date)?;
+            (as_of >= expires_at).then(|| ExpiredDeadLetters {
+                date,
+                period: period.to_string(),
+                expires_at,
+                files,
+                entries,
+                keys: inv.key_periods.contains(&(class.to_owned(), date)),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -304,6 +379,7 @@ mod tests {
         Inventory {
             partitions: parts,
             key_periods,
+            dead_letters: Vec::new(),
         }
     }
 
@@ -452,8 +528,52 @@ mod tests {
                     .filter(|k| !p.key_periods().contains(k))
                     .cloned()
                     .collect(),
+                dead_letters: Vec::new(),
             };
             proptest::prop_assert!(plan(&policy(), &left, &BTreeSet::new(), as_of).is_empty());
         }
+    }
+
+    #[test]
+    fn dead_letters_expire_by_their_key_day_with_their_key() {
+        let mut i = inv(vec![]);
+        let dl = cdrvault_store::deadletter::KEY_CLASS.to_owned();
+        for (name, day) in [
+            ("a.jsonl", "2026-01-10"),
+            ("b.jsonl", "2026-01-10"),
+            ("c.jsonl", "2026-03-01"),
+        ] {
+            i.dead_letters.push(DeadLetterInfo {
+                name: name.into(),
+                key_date: d(day),
+                entries: 2,
+            });
+        }
+        i.key_periods.insert((dl.clone(), d("2026-01-10")));
+        // A key whose files are gone (serve's dead letters went to Kafka).
+        i.key_periods.insert((dl.clone(), d("2026-01-05")));
+        let p = plan_dead_letters(Period::Months(1), &i, kst_midnight(d("2026-02-11")));
+        let days: Vec<(NaiveDate, usize, u64, bool)> = p
+            .iter()
+            .map(|e| (e.date, e.files.len(), e.entries, e.keys))
+            .collect();
+        assert_eq!(
+            days,
+            [(d("2026-01-05"), 0, 0, true), (d("2026-01-10"), 2, 4, true)]
+        );
+        // 2026-01-10 is kept through 2026-02-10.
+        assert_eq!(
+            plan_dead_letters(Period::Months(1), &i, kst_midnight(d("2026-02-10"))).len(),
+            1
+        );
+        // The partition plan never touches the dead-letter key class.
+        assert!(plan(
+            &policy(),
+            &i,
+            &BTreeSet::new(),
+            kst_midnight(d("2030-01-01"))
+        )
+        .expired
+        .is_empty());
     }
 }

@@ -30,8 +30,8 @@ use cdrvault_store::writer::write_named_file;
 use cdrvault_store::{BatchBuilder, FileMeta, PartitionKey, ProtectedRow, WriterOptions};
 
 use crate::plan::hold_copy_file_id;
-use crate::target::HoldTarget;
 use crate::PurgeError;
+use cdrvault_model::Target;
 
 /// One held target to preserve.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct HeldTarget {
     /// Hold id.
     pub hold_id: String,
     /// The target (decrypted from the log).
-    pub target: HoldTarget,
+    pub target: Target,
 }
 
 /// A copy made (or found from an earlier run).
@@ -66,6 +66,16 @@ fn column<T: 'static>(b: &RecordBatch, i: usize) -> Result<&T, PurgeError> {
         })
 }
 
+/// The pseudonym columns a target is matched against: a number as caller
+/// or callee, an IMSI or IMEI in its own column.
+fn columns(t: &Target) -> &'static [usize] {
+    match t {
+        Target::Msisdn(_) => &[col::CALLER_P, col::CALLEE_P],
+        Target::Imsi(_) => &[col::IMSI_P],
+        Target::Imei(_) => &[col::IMEI_P],
+    }
+}
+
 struct Out<'k> {
     held: &'k HeldTarget,
     mine: Pseudonym,
@@ -89,7 +99,8 @@ pub fn preserve_partition(
     opts: &WriterOptions,
 ) -> Result<Vec<Preserved>, PurgeError> {
     let dest = PartitionKey::new(hold_class, src.date);
-    let src_pseudo = Pseudonymizer::new(&src_keys.pseudonym);
+    // Every file of a partition has its period key's scheme.
+    let src_pseudo = Pseudonymizer::new(&src_keys.pseudonym, src_keys.pseudonym_scheme);
     let mut done = Vec::new();
     let mut outs: Vec<Out<'_>> = Vec::new();
     for h in held {
@@ -107,7 +118,7 @@ pub fn preserve_partition(
         }
         outs.push(Out {
             held: h,
-            mine: h.target.pseudonym(&src_pseudo),
+            mine: src_pseudo.pseudonym(h.target.identifier_kind(), h.target.expose().as_bytes()),
             builder: BatchBuilder::with_capacity(1024),
             sealer: None,
             batches: Vec::new(),
@@ -138,7 +149,7 @@ pub fn preserve_partition(
             };
             for row in 0..b.num_rows() {
                 for out in outs.iter_mut() {
-                    let hit = out.held.target.kind().columns().iter().any(|&c| {
+                    let hit = columns(&out.held.target).iter().any(|&c| {
                         let a = pcol(c);
                         !a.is_null(row) && a.value(row) == out.mine.as_bytes().as_slice()
                     });
@@ -154,7 +165,7 @@ pub fn preserve_partition(
                     let idn = opener.open_identifiers(record_id.as_bytes(), blobs.value(row))?;
                     if hk.is_none() {
                         let k = hold_keys()?;
-                        let p = Pseudonymizer::new(&k.pseudonym);
+                        let p = Pseudonymizer::new(&k.pseudonym, k.pseudonym_scheme);
                         hk = Some((k, p));
                     }
                     let Some((keys, ps)) = hk.as_ref() else {
@@ -188,6 +199,11 @@ pub fn preserve_partition(
     let meta = FileMeta {
         key_version: hk.as_ref().map_or(1, |(k, _)| k.version),
         origin: format!("purge:legal-hold-copy:{}", src),
+        pseudonym_scheme: hk
+            .as_ref()
+            .map_or(cdrvault_crypto::PseudonymScheme::CURRENT, |(k, _)| {
+                k.pseudonym_scheme
+            }),
     };
     for mut out in outs {
         if out.rows == 0 {

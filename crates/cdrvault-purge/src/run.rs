@@ -1,20 +1,26 @@
 //! Executing a purge: phased, idempotent, resumable.
 //!
-//! A run holds `<data_dir>/.purge.lock` exclusively (fs4; lookups take it
+//! A run holds `<data_dir>/.purge.lock` exclusively (`cdrvault_fsio::PurgeLock`; lookups take it
 //! shared while they read partitions) and goes through these phases, each
-//! complete before the next starts:
+//! complete before the next starts (first, under the lock, a symbolic link
+//! anywhere under the data root stops the run: nothing is listed, deleted
+//! or destroyed through one):
 //!
 //! 1. **started**: `purge.started` is appended to the audit log, listing the
-//!    partitions (with file and row counts), key periods and legal-hold
-//!    copies about to be destroyed, the as-of instant, the rule, operator
-//!    and approver. Nothing has been touched yet. From this entry on,
-//!    lookups treat the listed partitions as purged.
+//!    partitions (with file and row counts), key periods, legal-hold copies
+//!    and days of dead letters about to be destroyed, the as-of instant,
+//!    the rule, operator and approver. Nothing has been touched yet. From
+//!    this entry on, lookups treat the listed partitions as purged.
 //! 2. **preserved**: records of targets under an active hold are copied from
 //!    each listed partition into the legal-hold class
 //!    ([`crate::preserve`]), while the partition's keys still exist.
-//! 3. **deleted**: every file of each listed partition is unlinked and the
-//!    directory removed; released legal-hold copies are unlinked.
-//! 4. **destroyed**: the listed key periods are destroyed
+//! 3. **deleted**: the files of each listed partition that are ours
+//!    (`layout::is_ours`, regular files) are unlinked and the directory
+//!    removed unless something that is not ours is left in it (it stays,
+//!    reported in `left_in_place`); released legal-hold copies and the
+//!    listed dead-letter files are unlinked.
+//! 4. **destroyed**: the listed key periods (`dead_letter` days included)
+//!    are destroyed
 //!    ([`KeyStore::destroy_period`]: overwrite, fsync, unlink) — the
 //!    cryptographic erase.
 //! 5. **completed**: `purge.completed`, the destruction record, is appended
@@ -27,93 +33,75 @@
 //! `purge.completed` and executes it again from phase 2, before planning
 //! anything new.
 //!
-//! **Test hook.** If `PurgeOptions::crash_at` names a phase (the binary
-//! takes it from the environment variable [`CRASH_ENV`],
-//! `CDRVAULT_TEST_CRASH_AT`), the process kills itself with SIGKILL (as
-//! `kill -9`; abort if that fails) right after that phase:
+//! **Test hook** (cargo feature `test-hooks` only, which the end-to-end
+//! tests enable; a plain build of the binary does not have it): if the
+//! environment variable [`CRASH_ENV`] (`CDRVAULT_TEST_CRASH_AT`) names a
+//! phase, the process kills itself with SIGKILL (as `kill -9`; abort if
+//! that fails) right after that phase:
 //! `started`, `preserved`, `deleting` (after the first file is unlinked),
 //! `deleted`, `destroying` (after the first key period is destroyed) or
 //! `destroyed` (before the destruction record). The end-to-end tests use it
 //! to prove that a re-run completes correctly.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use cdrvault_audit::{AuditLog, Entry, Event};
+use cdrvault_fsio::PurgeLock;
 use cdrvault_keystore::KeyStore;
-use cdrvault_retention::{kst_today, RetentionPolicy};
-use cdrvault_store::reader::{file_rows, list_partitions, partition_files};
+use cdrvault_model::Target;
+use cdrvault_retention::{kst_today, Period, RetentionPolicy};
+use cdrvault_store::layout::is_ours;
+use cdrvault_store::reader::{file_rows, list_partitions, partition_files, refuse_links_under};
 use cdrvault_store::{PartitionKey, WriterOptions};
 use chrono::{DateTime, NaiveDate, Utc};
-use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::holds::{fold_holds, Hold, LogEvent, TARGET_PURPOSE};
+use crate::holds::{fold_holds, Hold, TARGET_PURPOSE};
 use crate::plan::{
-    parse_hold_copy, plan, Expired, FileInfo, HoldCleanup, Inventory, PartitionInfo, RULE,
+    parse_hold_copy, plan, plan_dead_letters, DeadLetterInfo, Expired, ExpiredDeadLetters,
+    FileInfo, HoldCleanup, Inventory, PartitionInfo, RULE,
 };
+
+/// The key-store class of the dead letters.
+const DEAD_LETTERS: &str = cdrvault_store::deadletter::KEY_CLASS;
 use crate::preserve::{preserve_partition, HeldTarget};
-use crate::target::HoldTarget;
 use crate::{io_err, PurgeError};
 
 /// Event kind written before anything is touched.
 pub const PURGE_STARTED: &str = "purge.started";
 /// Event kind of the destruction record.
 pub const PURGE_COMPLETED: &str = "purge.completed";
-/// Environment variable of the crash test hook (see the module docs).
+/// Environment variable of the crash test hook (feature `test-hooks`, see
+/// the module docs).
 pub const CRASH_ENV: &str = "CDRVAULT_TEST_CRASH_AT";
-/// The purge lock, relative to the data directory.
-pub const LOCK_FILE: &str = ".purge.lock";
 /// Subject of purge entries.
 const SUBJECT: &str = "purge";
 
-/// An audit-log entry as the purge sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
-    /// Sequence number.
-    pub seq: u64,
-    /// When it was appended.
-    pub at: DateTime<Utc>,
-    /// Event kind.
-    pub kind: String,
-    /// Who.
-    pub actor: String,
-    /// About what.
-    pub subject: String,
-    /// Event data.
-    pub data: Value,
-}
-
-impl Recorded {
-    /// Borrowed view for the pure folds.
-    pub fn event(&self) -> LogEvent<'_> {
-        LogEvent {
-            seq: self.seq,
-            at: self.at,
-            kind: &self.kind,
-            actor: &self.actor,
-            subject: &self.subject,
-            data: &self.data,
-        }
-    }
-}
-
 /// The tamper-evident audit log, as far as the purge needs it.
+/// [`AuditLog`] implements it; the desk implements it so that its appends
+/// go through the desk's one append function.
 pub trait Journal {
     /// Every entry, in order.
-    fn entries(&self) -> Result<Vec<Recorded>, PurgeError>;
-    /// Appends one entry (durably) and returns it.
-    fn append(
-        &self,
-        kind: &str,
-        actor: &str,
-        subject: &str,
-        data: Value,
-    ) -> Result<Recorded, PurgeError>;
+    fn entries(&self) -> Result<Vec<Entry>, PurgeError>;
+    /// Appends one event (durably) and returns its entry.
+    fn append(&self, event: Event) -> Result<Entry, PurgeError>;
     /// Decrypts a text sealed into an entry (a hold's target).
     fn open_text(&self, purpose: &str, sealed: &str) -> Result<Zeroizing<String>, PurgeError>;
+}
+
+impl Journal for AuditLog {
+    fn entries(&self) -> Result<Vec<Entry>, PurgeError> {
+        Ok(AuditLog::entries(self)?)
+    }
+    fn append(&self, event: Event) -> Result<Entry, PurgeError> {
+        Ok(AuditLog::append(self, event)?)
+    }
+    fn open_text(&self, purpose: &str, sealed: &str) -> Result<Zeroizing<String>, PurgeError> {
+        Ok(AuditLog::open_text(self, purpose, sealed)?)
+    }
 }
 
 /// How to run a purge.
@@ -134,8 +122,10 @@ pub struct PurgeOptions<'a> {
     pub dry_run: bool,
     /// File options for legal-hold copies.
     pub writer: WriterOptions,
-    /// Test hook: SIGKILL this process after this phase (see the module docs).
-    pub crash_at: Option<String>,
+    /// Where the dead-letter files are (`ingest.dead_letter_dir`), if any.
+    pub dead_letter_dir: Option<&'a Path>,
+    /// How long dead letters and their `dead_letter` keys are kept.
+    pub dead_letter_period: Period,
 }
 
 /// What `purge.started` records (and a resumed run reads back).
@@ -159,6 +149,9 @@ pub struct StartedData {
     pub files: u64,
     /// Rows destroyed in total.
     pub rows: u64,
+    /// Dead letters destroyed, by day, with that day's `dead_letter` key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letters: Vec<ExpiredDeadLetters>,
 }
 
 /// A legal-hold copy that exists for a destroyed partition.
@@ -191,6 +184,22 @@ pub struct RunSummary {
     /// Key periods destroyed (`<class>/<date>`: the period's pseudonym key
     /// and data key); in a dry run, those that would be.
     pub keys_destroyed: Vec<String>,
+    /// Partition directories kept because they hold entries that are not
+    /// cdrvault's (the purge deletes only its own files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_in_place: Vec<LeftInPlace>,
+}
+
+/// A purged partition directory that still holds entries that are not
+/// cdrvault's: they were not deleted, and the directory stays with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftInPlace {
+    /// Retention class.
+    pub class: String,
+    /// Day.
+    pub date: NaiveDate,
+    /// Entries that are not ours (their names are not recorded).
+    pub entries: u64,
 }
 
 /// The outcome of [`purge`].
@@ -209,8 +218,12 @@ pub struct PurgeReport {
 }
 
 /// Gathers what exists: partitions with their files' row counts (from the
-/// footers) and key periods.
-pub fn inventory(data_dir: &Path, keys: &KeyStore) -> Result<Inventory, PurgeError> {
+/// footers), dead-letter files with their entry counts, and key periods.
+pub fn inventory(
+    data_dir: &Path,
+    dead_letter_dir: Option<&Path>,
+    keys: &KeyStore,
+) -> Result<Inventory, PurgeError> {
     let mut partitions = Vec::new();
     for key in list_partitions(data_dir)? {
         let mut files = Vec::new();
@@ -231,9 +244,21 @@ pub fn inventory(data_dir: &Path, keys: &KeyStore) -> Result<Inventory, PurgeErr
         .into_iter()
         .map(|k| (k.class, k.date))
         .collect();
+    let mut dead_letters = Vec::new();
+    if let Some(dir) = dead_letter_dir {
+        for f in cdrvault_store::deadletter::list(dir)? {
+            let bytes = fs::read(&f.path).map_err(io_err(&f.path))?;
+            dead_letters.push(DeadLetterInfo {
+                entries: bytes.iter().filter(|b| **b == b'\n').count() as u64,
+                name: f.name,
+                key_date: f.key_date,
+            });
+        }
+    }
     Ok(Inventory {
         partitions,
         key_periods,
+        dead_letters,
     })
 }
 
@@ -244,7 +269,7 @@ fn file_name_of(p: &Path) -> String {
 }
 
 /// `purge.started` entries without a `purge.completed`.
-fn unfinished(entries: &[Recorded]) -> Result<Vec<(u64, StartedData)>, PurgeError> {
+fn unfinished(entries: &[Entry]) -> Result<Vec<(u64, StartedData)>, PurgeError> {
     let done: HashSet<u64> = entries
         .iter()
         .filter(|e| e.kind == PURGE_COMPLETED)
@@ -263,11 +288,10 @@ fn unfinished(entries: &[Recorded]) -> Result<Vec<(u64, StartedData)>, PurgeErro
         .collect()
 }
 
-/// Every (class, date) some `purge.started` entry listed, with that entry's
-/// sequence number and time: purged, or being purged.
-pub fn purged_partitions(
-    entries: &[Recorded],
-) -> BTreeMap<(String, NaiveDate), (u64, DateTime<Utc>)> {
+/// Every (class, date) some `purge.started` entry listed (dead-letter days
+/// under the `dead_letter` key class), with that entry's sequence number
+/// and time: purged, or being purged.
+pub fn purged_partitions(entries: &[Entry]) -> BTreeMap<(String, NaiveDate), (u64, DateTime<Utc>)> {
     let mut out = BTreeMap::new();
     for e in entries.iter().filter(|e| e.kind == PURGE_STARTED) {
         if let Some(parts) = e.data["partitions"].as_array() {
@@ -277,6 +301,13 @@ pub fn purged_partitions(
                 if let (Some(c), Some(d)) = (class, date) {
                     out.entry((c.to_owned(), d)).or_insert((e.seq, e.at));
                 }
+            }
+        }
+        // Dead-letter days, under their key class.
+        for p in e.data["dead_letters"].as_array().into_iter().flatten() {
+            if let Some(d) = p["date"].as_str().and_then(|d| d.parse().ok()) {
+                out.entry((DEAD_LETTERS.to_owned(), d))
+                    .or_insert((e.seq, e.at));
             }
         }
     }
@@ -302,7 +333,7 @@ pub enum ErasureStatus {
 /// The erasure status of (class, date).
 pub fn erasure_status(
     keys: &KeyStore,
-    entries: &[Recorded],
+    entries: &[Entry],
     class: &str,
     date: NaiveDate,
 ) -> Result<ErasureStatus, PurgeError> {
@@ -318,45 +349,21 @@ pub fn erasure_status(
     })
 }
 
-/// The purge lock, released on drop.
-#[derive(Debug)]
-struct Lock(File);
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.0);
-    }
-}
-
-fn lock(data_dir: &Path, dry_run: bool) -> Result<Option<Lock>, PurgeError> {
-    let path = data_dir.join(LOCK_FILE);
+fn lock(data_dir: &Path, dry_run: bool) -> Result<PurgeLock, PurgeError> {
     if dry_run {
         // A dry run creates nothing: it waits for a running purge only if
         // the lock file already exists.
-        let Ok(f) = File::open(&path) else {
-            return Ok(None);
-        };
-        FileExt::lock_shared(&f).map_err(io_err(&path))?;
-        return Ok(Some(Lock(f)));
+        return PurgeLock::shared_if_exists(data_dir).map_err(io_err(PurgeLock::path(data_dir)));
     }
-    fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    if !FileExt::try_lock_exclusive(&f).map_err(io_err(&path))? {
-        tracing::info!(lock = %path.display(), "waiting for another purge or a lookup to finish");
-        FileExt::lock_exclusive(&f).map_err(io_err(&path))?;
-    }
-    Ok(Some(Lock(f)))
+    PurgeLock::exclusive(data_dir, || {
+        tracing::info!(lock = %PurgeLock::path(data_dir).display(), "waiting for another purge or a lookup to finish");
+    })
+    .map_err(io_err(PurgeLock::path(data_dir)))
 }
 
-fn active_holds(entries: &[Recorded], as_of: DateTime<Utc>) -> Vec<Hold> {
+fn active_holds(entries: &[Entry], as_of: DateTime<Utc>) -> Vec<Hold> {
     let day = kst_today(as_of);
-    fold_holds(entries.iter().map(Recorded::event))
+    fold_holds(entries)
         .into_iter()
         .filter(|h| h.is_active(day))
         .collect()
@@ -373,6 +380,9 @@ pub fn purge(
         return Err(PurgeError::NoApprover);
     }
     let _lock = lock(opts.data_dir, opts.dry_run)?;
+    // Nothing is listed, deleted or destroyed while a link under the data
+    // root could redirect a delete outside it.
+    refuse_links_under(opts.data_dir)?;
     let entries = journal.entries()?;
     let hold_ids: Vec<String> = active_holds(&entries, opts.as_of)
         .into_iter()
@@ -390,6 +400,12 @@ pub fn purge(
     for (seq, started) in pending {
         if opts.dry_run {
             in_flight.extend(started.partitions.iter().map(|p| (p.class.clone(), p.date)));
+            in_flight.extend(
+                started
+                    .dead_letters
+                    .iter()
+                    .map(|d| (DEAD_LETTERS.to_owned(), d.date)),
+            );
             report
                 .resumed
                 .push(summary(None, None, true, started, Vec::new()));
@@ -400,11 +416,14 @@ pub fn purge(
                 .push(execute(keys, journal, opts, seq, started, true)?);
         }
     }
-    let inv = inventory(opts.data_dir, keys)?;
+    let inv = inventory(opts.data_dir, opts.dead_letter_dir, keys)?;
     let active: BTreeSet<String> = hold_ids.into_iter().collect();
     let mut p = plan(opts.policy, &inv, &active, opts.as_of);
+    p.dead_letters = plan_dead_letters(opts.dead_letter_period, &inv, opts.as_of);
     p.expired
         .retain(|e| !in_flight.contains(&(e.class.clone(), e.date)));
+    p.dead_letters
+        .retain(|e| !in_flight.contains(&(DEAD_LETTERS.to_owned(), e.date)));
     if p.is_empty() {
         return Ok(report);
     }
@@ -418,6 +437,7 @@ pub fn purge(
         rows: p.rows(),
         partitions: p.expired,
         hold_cleanups: p.hold_cleanups,
+        dead_letters: p.dead_letters,
     };
     if opts.dry_run {
         report.run = Some(summary(None, None, false, started, Vec::new()));
@@ -426,7 +446,7 @@ pub fn purge(
     let data = serde_json::to_value(&started).map_err(|e| PurgeError::Corrupt {
         what: format!("purge.started does not serialise: {e}"),
     })?;
-    let entry = journal.append(PURGE_STARTED, opts.operator, SUBJECT, data)?;
+    let entry = journal.append(Event::new(PURGE_STARTED, opts.operator, SUBJECT, data))?;
     report.run = Some(execute(keys, journal, opts, entry.seq, started, false)?);
     Ok(report)
 }
@@ -443,6 +463,12 @@ fn planned_keys(s: &StartedData) -> Vec<(String, NaiveDate)> {
             .iter()
             .filter(|h| h.whole_day && h.keys)
             .map(|h| (s.hold_class.clone(), h.date)),
+    );
+    v.extend(
+        s.dead_letters
+            .iter()
+            .filter(|d| d.keys)
+            .map(|d| (DEAD_LETTERS.to_owned(), d.date)),
     );
     v
 }
@@ -465,8 +491,18 @@ fn summary(
         started,
         preserved,
         keys_destroyed,
+        left_in_place: Vec::new(),
     }
 }
+
+/// The kill -9 test hook (see the module docs).
+#[cfg(feature = "test-hooks")]
+fn crash(phase: &str) {
+    cdrvault_fsio::crash_if_asked(CRASH_ENV, phase);
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn crash(_phase: &str) {}
 
 /// Phases 2–5 of one run (see the module docs).
 fn execute(
@@ -477,16 +513,6 @@ fn execute(
     s: StartedData,
     resumed: bool,
 ) -> Result<RunSummary, PurgeError> {
-    let crash = |phase: &str| {
-        if opts.crash_at.as_deref() == Some(phase) {
-            eprintln!("{CRASH_ENV}={phase}: killing this process (test hook)");
-            // SIGKILL, as `kill -9` would: no destructor, flush or unlock runs.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &std::process::id().to_string()])
-                .status();
-            std::process::abort();
-        }
-    };
     let dir = opts.data_dir;
     crash("started");
 
@@ -499,7 +525,9 @@ fn execute(
             let value = journal.open_text(TARGET_PURPOSE, &h.target_sealed)?;
             held.push(HeldTarget {
                 hold_id: h.id.clone(),
-                target: HoldTarget::new(h.target_kind, &value)?,
+                target: Target::parse(&h.target_kind, &value).map_err(|e| PurgeError::Corrupt {
+                    what: format!("the target of hold {} does not parse: {e}", h.id),
+                })?,
             });
         }
         for e in &s.partitions {
@@ -535,12 +563,23 @@ fn execute(
             crash("deleting");
         }
     };
+    let mut left_in_place = Vec::new();
+    let mut note_left = |class: &str, date: NaiveDate, entries: u64| {
+        if entries > 0 {
+            left_in_place.push(LeftInPlace {
+                class: class.to_owned(),
+                date,
+                entries,
+            });
+        }
+    };
     for e in &s.partitions {
-        remove_partition(
+        let left = remove_partition(
             dir,
             &PartitionKey::new(e.class.as_str(), e.date),
             &mut after_unlink,
         )?;
+        note_left(&e.class, e.date, left);
     }
     for h in &s.hold_cleanups {
         let key = PartitionKey::new(s.hold_class.as_str(), h.date);
@@ -552,7 +591,17 @@ fn execute(
             }
         }
         if h.whole_day && partition_files(dir, &key)?.is_empty() {
-            remove_partition(dir, &key, &mut after_unlink)?;
+            let left = remove_partition(dir, &key, &mut after_unlink)?;
+            note_left(&s.hold_class, h.date, left);
+        }
+    }
+    if let Some(dl_dir) = opts.dead_letter_dir {
+        for d in &s.dead_letters {
+            for name in &d.files {
+                if remove_dead_letter(dl_dir, name)? {
+                    after_unlink();
+                }
+            }
         }
     }
     crash("deleted");
@@ -572,7 +621,7 @@ fn execute(
         let key = PartitionKey::new(s.hold_class.as_str(), h.date);
         // A copy written by this very run (a hold still active) keeps the
         // day's keys alive.
-        if key.dir(dir).exists() {
+        if !partition_files(dir, &key)?.is_empty() {
             continue;
         }
         keys.destroy_period(&s.hold_class, h.date)?;
@@ -580,18 +629,30 @@ fn execute(
             destroyed.push(format!("{}/{}", s.hold_class, h.date));
         }
     }
+    for d in &s.dead_letters {
+        keys.destroy_period(DEAD_LETTERS, d.date)?;
+        if d.keys {
+            destroyed.push(format!("{DEAD_LETTERS}/{}", d.date));
+        }
+    }
     crash("destroyed");
 
     // Phase 5: the destruction record.
     let mut run = summary(Some(started_seq), None, resumed, s, preserved);
     run.keys_destroyed = destroyed;
+    run.left_in_place = left_in_place;
     let mut data = serde_json::to_value(&run).map_err(|e| PurgeError::Corrupt {
         what: format!("purge.completed does not serialise: {e}"),
     })?;
     if let Some(o) = data.as_object_mut() {
         o.remove("completed_seq");
     }
-    let entry = journal.append(PURGE_COMPLETED, &run.started.operator, SUBJECT, data)?;
+    let entry = journal.append(Event::new(
+        PURGE_COMPLETED,
+        run.started.operator.as_str(),
+        SUBJECT,
+        data,
+    ))?;
     run.completed_seq = Some(entry.seq);
     Ok(run)
 }
@@ -623,9 +684,33 @@ fn preserved_copies(dir: &Path, s: &StartedData) -> Result<Vec<PreservedCopy>, P
 }
 
 fn sync_dir(dir: &Path) -> Result<(), PurgeError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    cdrvault_fsio::fsync_dir(dir).map_err(io_err(dir))
+}
+
+/// Unlinks one of our dead-letter files (by name, a regular file, never
+/// through a link) and fsyncs the directory; false if it was gone.
+fn remove_dead_letter(dir: &Path, name: &str) -> Result<bool, PurgeError> {
+    if cdrvault_store::deadletter::parse_file_name(name).is_none() {
+        return Ok(false);
+    }
+    let path = dir.join(name);
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => {
+            return Err(cdrvault_store::StoreError::NotOurs {
+                path,
+                problem: cdrvault_store::reader::SYMLINK_REFUSED.into(),
+            }
+            .into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    let removed = remove_file(&path)?;
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// Unlinks a file; false if it was already gone.
@@ -637,33 +722,58 @@ fn remove_file(path: &Path) -> Result<bool, PurgeError> {
     }
 }
 
-/// Unlinks every file of a partition directory (finished files and
-/// leftover temporaries), then the directory; fsyncs both levels.
+/// Unlinks the files of a partition directory that are ours (finished
+/// files, leftover temporaries and compaction intents: [`is_ours`], regular
+/// files only, never through a link), then the directory if nothing else is
+/// left in it; fsyncs both levels. Returns how many entries that are not
+/// ours were left in place (with the directory).
 fn remove_partition(
     root: &Path,
     key: &PartitionKey,
     after_unlink: &mut dyn FnMut(),
-) -> Result<(), PurgeError> {
+) -> Result<u64, PurgeError> {
     let pdir: PathBuf = key.dir(root);
-    let rd = match fs::read_dir(&pdir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+    match fs::symlink_metadata(&pdir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(cdrvault_store::StoreError::NotOurs {
+                path: pdir,
+                problem: cdrvault_store::reader::SYMLINK_REFUSED.into(),
+            }
+            .into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io_err(&pdir)(e)),
-    };
-    let mut names: Vec<PathBuf> = Vec::new();
-    for e in rd {
-        names.push(e.map_err(io_err(&pdir))?.path());
     }
-    names.sort();
-    for f in names {
+    let mut ours: Vec<PathBuf> = Vec::new();
+    let mut foreign = 0u64;
+    for e in fs::read_dir(&pdir).map_err(io_err(&pdir))? {
+        let e = e.map_err(io_err(&pdir))?;
+        let is_file = e.file_type().map_err(io_err(e.path()))?.is_file();
+        if is_file && is_ours(&e.file_name().to_string_lossy()) {
+            ours.push(e.path());
+        } else {
+            foreign += 1;
+        }
+    }
+    ours.sort();
+    for f in ours {
         if remove_file(&f)? {
             sync_dir(&pdir)?;
             after_unlink();
         }
     }
+    if foreign > 0 {
+        tracing::warn!(
+            partition = %key,
+            entries = foreign,
+            "entries that are not cdrvault's were left in the purged partition directory"
+        );
+        return Ok(foreign);
+    }
     fs::remove_dir(&pdir).map_err(io_err(&pdir))?;
     if let Some(parent) = pdir.parent() {
         sync_dir(parent)?;
     }
-    Ok(())
+    Ok(0)
 }

@@ -5,48 +5,42 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use cdrvault_audit::{Entry, Event};
 use cdrvault_crypto::{Identifiers, MasterKey, Pseudonymizer};
 use cdrvault_keystore::KeyStore;
 use cdrvault_model::Msisdn;
+use cdrvault_model::Target;
 use cdrvault_retention::{kst_midnight, ClassSpec, RetentionPolicy};
 use cdrvault_store::writer::write_named_file;
 use cdrvault_store::{BatchBuilder, FileMeta, PartitionKey, ProtectedRow, WriterOptions};
-use chrono::{NaiveDate, Utc};
-use serde_json::Value;
+use chrono::NaiveDate;
 use zeroize::Zeroizing;
 
+use crate::holds::tests::entry;
 use crate::holds::{added_data, HOLD_ADDED};
-use crate::run::{purge, Journal, PurgeOptions, Recorded, PURGE_COMPLETED, PURGE_STARTED};
-use crate::target::TargetKind;
+use crate::run::{purge, Journal, PurgeOptions, PURGE_COMPLETED, PURGE_STARTED};
 use crate::PurgeError;
 
-/// A journal in memory; "sealing" is base64-free reversal, good enough for
-/// a test double that never leaves the process.
+/// A journal in memory; "sealing" is string reversal, good enough for a
+/// test double that never leaves the process.
 #[derive(Default)]
-struct MemJournal(RefCell<Vec<Recorded>>);
+struct MemJournal(RefCell<Vec<Entry>>);
 
 impl Journal for MemJournal {
-    fn entries(&self) -> Result<Vec<Recorded>, PurgeError> {
+    fn entries(&self) -> Result<Vec<Entry>, PurgeError> {
         Ok(self.0.borrow().clone())
     }
-    fn append(
-        &self,
-        kind: &str,
-        actor: &str,
-        subject: &str,
-        data: Value,
-    ) -> Result<Recorded, PurgeError> {
+    fn append(&self, ev: Event) -> Result<Entry, PurgeError> {
         let mut v = self.0.borrow_mut();
-        let r = Recorded {
-            seq: v.len() as u64 + 1,
-            at: Utc::now(),
-            kind: kind.into(),
-            actor: actor.into(),
-            subject: subject.into(),
-            data,
-        };
-        v.push(r.clone());
-        Ok(r)
+        let e = entry(
+            v.len() as u64 + 1,
+            &ev.kind,
+            &ev.actor,
+            &ev.subject,
+            ev.data,
+        );
+        v.push(e.clone());
+        Ok(e)
     }
     fn open_text(&self, _purpose: &str, sealed: &str) -> Result<Zeroizing<String>, PurgeError> {
         Ok(Zeroizing::new(sealed.chars().rev().collect()))
@@ -79,7 +73,7 @@ fn write_partition(
     n: usize,
 ) {
     let pk = keys.period_keys(class, date).unwrap();
-    let ps = Pseudonymizer::new(&pk.pseudonym);
+    let ps = Pseudonymizer::new(&pk.pseudonym, pk.pseudonym_scheme);
     let mut sealer = pk.data.seal_context();
     let mut b = BatchBuilder::with_capacity(n);
     for i in 0..n {
@@ -117,6 +111,7 @@ fn write_partition(
     let batch = b.finish().unwrap();
     let meta = FileMeta {
         key_version: 1,
+        pseudonym_scheme: cdrvault_crypto::PseudonymScheme::CURRENT,
         origin: "test".into(),
     };
     let key = PartitionKey::new(class, date);
@@ -148,12 +143,13 @@ fn a_run_preserves_held_rows_destroys_the_rest_and_an_unfinished_run_is_complete
     write_partition(&data, &keys, "mobile", d("2024-06-01"), &[held], 3);
     let j = MemJournal::default();
     let sealed: String = held.chars().rev().collect();
-    j.append(
+    let target = Target::parse("msisdn", held).unwrap();
+    j.append(Event::new(
         HOLD_ADDED,
         "desk",
         "h1",
-        added_data(TargetKind::Msisdn, &sealed, "case", None),
-    )
+        added_data(&target, &sealed, "case", None),
+    ))
     .unwrap();
     let policy = policy();
     let opts = PurgeOptions {
@@ -164,7 +160,8 @@ fn a_run_preserves_held_rows_destroys_the_rest_and_an_unfinished_run_is_complete
         approver: None,
         dry_run: false,
         writer: WriterOptions::default(),
-        crash_at: None,
+        dead_letter_dir: None,
+        dead_letter_period: cdrvault_retention::Period::Months(3),
     };
     assert!(matches!(
         purge(&keys, &j, &opts),
@@ -188,12 +185,12 @@ fn a_run_preserves_held_rows_destroys_the_rest_and_an_unfinished_run_is_complete
     let planned = dry.run.expect("two days expired").started;
     assert_eq!(planned.partitions.len(), 2);
     assert_eq!((planned.files, planned.rows), (2, 14));
-    j.append(
+    j.append(Event::new(
         PURGE_STARTED,
         "op",
         "purge",
         serde_json::to_value(&planned).unwrap(),
-    )
+    ))
     .unwrap();
     let dry = purge(
         &keys,
@@ -244,7 +241,8 @@ fn a_run_preserves_held_rows_destroys_the_rest_and_an_unfinished_run_is_complete
         .existing_period_keys("legal_hold", d("2024-01-01"))
         .unwrap()
         .unwrap();
-    let want = Pseudonymizer::new(&hk.pseudonym).pseudonym_msisdn(&Msisdn::parse(held).unwrap());
+    let want = Pseudonymizer::new(&hk.pseudonym, hk.pseudonym_scheme)
+        .pseudonym_msisdn(&Msisdn::parse(held).unwrap());
     let f = &cdrvault_store::reader::partition_files(
         &data,
         &PartitionKey::new("legal_hold", d("2024-01-01")),

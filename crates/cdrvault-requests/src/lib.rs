@@ -1,8 +1,12 @@
 //! Lawful requests (통신비밀보호법 제13조): the request model, the state of
 //! every request as a fold over access-log entries, the dual-control and
 //! role checks that decide refusals, and the semiannual statistics
-//! (제13조⑧). Pure: no I/O. The binary reads the access log, calls these
-//! functions under the log's lock and appends the events they return.
+//! (제13조⑧). Pure: no I/O. Who may act (operators, their keys and
+//! roles) is not decided here: the desk asks the operator registry in the
+//! access log before it calls these checks. The desk (`cdrvault-desk`) reads the access
+//! log, calls these functions under the log's lock and appends the events
+//! they return; the state is a fold over the log's own
+//! [`cdrvault_audit::Entry`] values.
 //!
 //! # Events (access-log `kind`, `subject` = request id, `actor` = operator)
 //!
@@ -23,7 +27,8 @@ mod report;
 
 use std::collections::BTreeMap;
 
-use cdrvault_config::{LookupSettings, Role};
+use cdrvault_audit::Entry;
+use cdrvault_config::LookupSettings;
 use cdrvault_retention::{partition_date, Period, RetentionPolicy};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -65,14 +70,32 @@ pub enum RefusalCode {
     MalformedTarget,
     NoTargets,
     BadCategory,
-    UnknownOperator,
+    /// The signing key is not registered to any operator (or nobody is
+    /// registered yet).
+    UnknownKey,
+    /// The signing key was revoked.
+    RevokedKey,
+    /// The signing key is registered to another operator than the one named.
+    KeyMismatch,
+    /// The operator registry does not start with the configured bootstrap
+    /// administrator (or none is configured): nobody may act.
+    RegistryMismatch,
     WrongRole,
+    /// Dual control: signed with the key that created the request.
     SelfApproval,
     NotPending,
     NotApproved,
     Cancelled,
     AlreadyExecuted,
     InProgress,
+    /// An operator registration or revocation the registry rules refuse.
+    RegistrationRefused,
+    /// No hold with this id.
+    UnknownHold,
+    /// The hold was already released.
+    HoldReleased,
+    /// A service key's purge without a privacy officer's standing approval.
+    NoStandingApproval,
 }
 
 impl RefusalCode {
@@ -89,7 +112,10 @@ impl RefusalCode {
             RefusalCode::MalformedTarget => "malformed_target",
             RefusalCode::NoTargets => "no_targets",
             RefusalCode::BadCategory => "bad_category",
-            RefusalCode::UnknownOperator => "unknown_operator",
+            RefusalCode::UnknownKey => "unknown_key",
+            RefusalCode::RevokedKey => "revoked_key",
+            RefusalCode::KeyMismatch => "key_mismatch",
+            RefusalCode::RegistryMismatch => "registry_mismatch",
             RefusalCode::WrongRole => "wrong_role",
             RefusalCode::SelfApproval => "self_approval",
             RefusalCode::NotPending => "not_pending",
@@ -97,6 +123,10 @@ impl RefusalCode {
             RefusalCode::Cancelled => "cancelled",
             RefusalCode::AlreadyExecuted => "already_executed",
             RefusalCode::InProgress => "in_progress",
+            RefusalCode::RegistrationRefused => "registration_refused",
+            RefusalCode::UnknownHold => "unknown_hold",
+            RefusalCode::HoldReleased => "hold_released",
+            RefusalCode::NoStandingApproval => "no_standing_approval",
         }
     }
 }
@@ -199,28 +229,6 @@ pub fn check_request_id(id: &str, country_code: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Checks that `operator` is configured and has `role`.
-pub fn check_role(settings: &LookupSettings, operator: &str, role: Role) -> Result<(), Refusal> {
-    match settings.operators.get(operator) {
-        None => Err(refuse(
-            RefusalCode::UnknownOperator,
-            format!(
-                "operator {:?} is not configured in [operators]",
-                sanitize(operator)
-            ),
-        )),
-        Some(roles) if !roles.contains(&role) => Err(refuse(
-            RefusalCode::WrongRole,
-            format!(
-                "operator {:?} does not have the {} role",
-                sanitize(operator),
-                role.as_str()
-            ),
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
 /// Operator names as given on the command line may be anything: keep what
 /// can be logged safely (no digits run long enough to be a number).
 pub fn sanitize(s: &str) -> String {
@@ -266,17 +274,16 @@ pub struct CreateCheck<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Everything `request create` checks that needs no key: operator and role,
-/// id, authority, warrant, window (not empty, not in the future, not
-/// entirely beyond every retention period), and that the id is new.
+/// Everything `request create` checks that needs no key: id, authority,
+/// warrant, window (not empty, not in the future, not entirely beyond
+/// every retention period), and that the id is new. Who may create is the
+/// desk's question (the operator registry).
 pub fn check_create(
     settings: &LookupSettings,
     policy: &RetentionPolicy,
     state: &BTreeMap<String, Request>,
-    operator: &str,
     c: &CreateCheck<'_>,
 ) -> Result<(), Refusal> {
-    check_role(settings, operator, Role::Requester)?;
     check_request_id(c.id, &settings.country_code)?;
     if state.contains_key(c.id) {
         return Err(refuse(
@@ -364,28 +371,18 @@ pub struct Request {
     pub rows_provided: Option<u64>,
 }
 
-/// One access-log entry as the fold needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct EntryView<'a> {
-    pub at: DateTime<Utc>,
-    pub kind: &'a str,
-    pub actor: &'a str,
-    pub subject: &'a str,
-    pub data: &'a Value,
-}
-
 /// Folds log entries (in order) into the state of every request.
 /// Entries of other kinds are ignored; an event for an unknown request is
 /// ignored (it cannot happen through the CLI).
-pub fn fold<'a>(entries: impl IntoIterator<Item = EntryView<'a>>) -> BTreeMap<String, Request> {
+pub fn fold<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<String, Request> {
     let mut m: BTreeMap<String, Request> = BTreeMap::new();
     for e in entries {
         if e.kind == CREATED {
             if let Ok(spec) = serde_json::from_value::<RequestSpec>(e.data.clone()) {
-                m.entry(e.subject.to_owned()).or_insert(Request {
-                    id: e.subject.to_owned(),
+                m.entry(e.subject.clone()).or_insert(Request {
+                    id: e.subject.clone(),
                     status: Status::Pending,
-                    created_by: e.actor.to_owned(),
+                    created_by: e.actor.clone(),
                     created_at: e.at,
                     spec,
                     approved_by: None,
@@ -397,18 +394,18 @@ pub fn fold<'a>(entries: impl IntoIterator<Item = EntryView<'a>>) -> BTreeMap<St
             }
             continue;
         }
-        let Some(r) = m.get_mut(e.subject) else {
+        let Some(r) = m.get_mut(&e.subject) else {
             continue;
         };
-        match e.kind {
+        match e.kind.as_str() {
             APPROVED => {
                 r.status = Status::Approved;
-                r.approved_by = Some(e.actor.to_owned());
+                r.approved_by = Some(e.actor.clone());
                 r.approved_at = Some(e.at);
             }
             CANCELLED => {
                 r.status = Status::Cancelled;
-                r.cancelled_by = Some(e.actor.to_owned());
+                r.cancelled_by = Some(e.actor.clone());
             }
             EXECUTING => r.status = Status::Executing,
             FAILED => r.status = Status::Approved,
@@ -432,15 +429,14 @@ fn find<'m>(state: &'m BTreeMap<String, Request>, id: &str) -> Result<&'m Reques
     })
 }
 
-/// `request approve`: an approver, not the creator (under dual control), of
-/// a pending request.
+/// `request approve`: a pending request, not approved by its creator
+/// (under dual control; the desk also compares the signing keys).
 pub fn check_approve<'m>(
     settings: &LookupSettings,
     state: &'m BTreeMap<String, Request>,
     operator: &str,
     id: &str,
 ) -> Result<&'m Request, Refusal> {
-    check_role(settings, operator, Role::Approver)?;
     let r = find(state, id)?;
     if r.status != Status::Pending {
         return Err(refuse(
@@ -448,7 +444,7 @@ pub fn check_approve<'m>(
             format!("request {id} is {}, not pending", r.status.as_str()),
         ));
     }
-    if settings.dual_control && r.created_by == operator {
+    if settings.dual_control && r.created_by == sanitize(operator) {
         return Err(refuse(
             RefusalCode::SelfApproval,
             format!("dual control: request {id} was created by {operator}; another approver must approve it"),
@@ -457,14 +453,11 @@ pub fn check_approve<'m>(
     Ok(r)
 }
 
-/// `request execute`: a requester, on an approved request.
+/// `request execute`: an approved request.
 pub fn check_execute<'m>(
-    settings: &LookupSettings,
     state: &'m BTreeMap<String, Request>,
-    operator: &str,
     id: &str,
 ) -> Result<&'m Request, Refusal> {
-    check_role(settings, operator, Role::Requester)?;
     let r = find(state, id)?;
     match r.status {
         Status::Approved => Ok(r),
@@ -487,16 +480,11 @@ pub fn check_execute<'m>(
     }
 }
 
-/// `request cancel`: a requester or approver, before execution.
+/// `request cancel`: a request not executed yet.
 pub fn check_cancel<'m>(
-    settings: &LookupSettings,
     state: &'m BTreeMap<String, Request>,
-    operator: &str,
     id: &str,
 ) -> Result<&'m Request, Refusal> {
-    if check_role(settings, operator, Role::Requester).is_err() {
-        check_role(settings, operator, Role::Approver)?;
-    }
     let r = find(state, id)?;
     match r.status {
         Status::Pending | Status::Approved => Ok(r),

@@ -10,7 +10,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{fold, EntryView, CREATED, EXECUTED, REFUSED};
+use cdrvault_audit::Entry;
+
+use crate::{fold, CREATED, EXECUTED, REFUSED};
 
 /// One requesting authority's line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -60,15 +62,12 @@ pub fn parse_half(s: &str) -> Option<(NaiveDate, NaiveDate)> {
 impl HalfReport {
     /// Builds the report of `half` from the whole log (requests created in
     /// an earlier half but executed in this one count as executed here).
-    pub fn build<'a>(
-        half: &str,
-        entries: impl IntoIterator<Item = EntryView<'a>> + Clone,
-    ) -> Option<HalfReport> {
+    pub fn build(half: &str, entries: &[Entry]) -> Option<HalfReport> {
         let (from, to) = parse_half(half)?;
         let start: DateTime<Utc> = kst_midnight(from);
         let end: DateTime<Utc> = kst_midnight(to.succ_opt()?);
         let inside = |t: DateTime<Utc>| t >= start && t < end;
-        let requests = fold(entries.clone());
+        let requests = fold(entries);
         let mut lines: BTreeMap<String, AuthorityLine> = BTreeMap::new();
         let mut refusals_by_reason: BTreeMap<String, u64> = BTreeMap::new();
         let line = |lines: &mut BTreeMap<String, AuthorityLine>, a: &str| {
@@ -85,9 +84,9 @@ impl HalfReport {
             if !inside(e.at) {
                 continue;
             }
-            match e.kind {
+            match e.kind.as_str() {
                 CREATED => {
-                    if let Some(r) = requests.get(e.subject) {
+                    if let Some(r) = requests.get(&e.subject) {
                         let k = line(&mut lines, &r.spec.authority);
                         if let Some(l) = lines.get_mut(&k) {
                             l.requests_received += 1;
@@ -95,7 +94,7 @@ impl HalfReport {
                     }
                 }
                 EXECUTED => {
-                    if let Some(r) = requests.get(e.subject) {
+                    if let Some(r) = requests.get(&e.subject) {
                         let k = line(&mut lines, &r.spec.authority);
                         if let Some(l) = lines.get_mut(&k) {
                             l.requests_executed += 1;
@@ -117,7 +116,7 @@ impl HalfReport {
                         .get("authority")
                         .and_then(Value::as_str)
                         .map(str::to_owned)
-                        .or_else(|| requests.get(e.subject).map(|r| r.spec.authority.clone()));
+                        .or_else(|| requests.get(&e.subject).map(|r| r.spec.authority.clone()));
                     if let Some(a) = authority {
                         let k = line(&mut lines, &a);
                         if let Some(l) = lines.get_mut(&k) {

@@ -2,7 +2,9 @@
 //!
 //! * A [`RetentionPolicy`] holds the retention classes (name, period, legal
 //!   basis) and the ordered rules that assign a record to a class by its
-//!   `record_type` and `service`. Both come from configuration (`config/`).
+//!   `record_type` and `service` (compared case-insensitively) and, as a
+//!   fallback, by the numbering plan of its caller's number (E.164 prefixes).
+//!   Both come from configuration (`config/`).
 //! * [`partition_date`] is the event date of a record in Asia/Seoul (KST,
 //!   UTC+09:00; Korea has observed no daylight saving time since 1988, so a
 //!   fixed offset is exact for every date this system stores).
@@ -16,6 +18,13 @@
 use chrono::{DateTime, Days, Months, NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use std::fmt;
+
+pub mod kst;
+
+pub use kst::{
+    format_kst_minutes, format_kst_seconds, kst_offset, parse_day, parse_instant, parse_rfc3339,
+    to_kst_rfc3339, DateError, DayBound,
+};
 
 /// Seconds east of UTC of Korea Standard Time.
 pub const KST_OFFSET_SECS: i32 = 9 * 3600;
@@ -42,6 +51,10 @@ pub enum RetentionError {
     NoClasses,
     #[error("exactly one class must have hold = true (found {found})")]
     HoldClassCount { found: usize },
+    #[error(
+        "rule {index}: caller prefix {prefix:?} must be '+' and 1 to 15 digits (an E.164 prefix)"
+    )]
+    BadCallerPrefix { index: usize, prefix: String },
 }
 
 /// How long a class keeps its data.
@@ -64,6 +77,28 @@ impl Period {
         };
         let first_day_after = last_day.checked_add_days(Days::new(1))?;
         Some(kst_midnight(first_day_after))
+    }
+
+    /// True if, whatever the date, data kept for `self` is destroyed no
+    /// later than data kept for `other` (month lengths differ, so months
+    /// and days are compared over every date of a four-year leap cycle).
+    pub fn never_longer_than(self, other: Period) -> bool {
+        match (self, other) {
+            (_, Period::UntilReleased) => true,
+            (Period::UntilReleased, _) => false,
+            (Period::Months(a), Period::Months(b)) => a <= b,
+            (Period::Days(a), Period::Days(b)) => a <= b,
+            _ => {
+                let start = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+                (0..1461u64).all(|d| {
+                    let date = start + Days::new(d);
+                    match (self.expires_at(date), other.expires_at(date)) {
+                        (Some(a), Some(b)) => a <= b,
+                        _ => false,
+                    }
+                })
+            }
+        }
     }
 
     /// True if a partition of `date` has passed its period at `now`.
@@ -121,7 +156,9 @@ pub struct ClassSpec {
 }
 
 /// A rule as written in configuration. Empty lists match anything. Rules are
-/// tried in order; the first match wins.
+/// tried in order; the first match wins. Record types and services compare
+/// case-insensitively; `caller_prefixes` are E.164 prefixes (`"+8210"`) of
+/// the caller's normalised number (the numbering-plan fallback).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -129,7 +166,18 @@ pub struct RuleSpec {
     pub record_types: Vec<String>,
     #[serde(default)]
     pub services: Vec<String>,
+    #[serde(default)]
+    pub caller_prefixes: Vec<String>,
     pub class: String,
+}
+
+/// `s` in lower case, borrowed when it already is.
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        s.to_ascii_lowercase().into()
+    } else {
+        s.into()
+    }
 }
 
 /// A validated retention class.
@@ -149,6 +197,7 @@ pub struct ClassId(pub u16);
 struct Rule {
     record_types: Vec<String>,
     services: Vec<String>,
+    caller_prefixes: Vec<String>,
     class: ClassId,
 }
 
@@ -223,7 +272,19 @@ impl RetentionPolicy {
                     class: r.class.clone(),
                 });
             }
+            if let Some(bad) = r.caller_prefixes.iter().find(|p| {
+                let digits = p.strip_prefix('+').unwrap_or("");
+                digits.is_empty()
+                    || digits.len() > 15
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+            }) {
+                return Err(RetentionError::BadCallerPrefix {
+                    index,
+                    prefix: bad.clone(),
+                });
+            }
             compiled.push(Rule {
+                caller_prefixes: r.caller_prefixes.clone(),
                 record_types: r
                     .record_types
                     .iter()
@@ -240,14 +301,41 @@ impl RetentionPolicy {
         })
     }
 
-    /// The class for a record's (lower-cased) record type and service, or
-    /// `None` when no rule matches.
+    /// The class for a record's record type and service (any case), or
+    /// `None` when no rule matches. Rules with caller prefixes never match
+    /// here (no number is given); see [`RetentionPolicy::classify_number`].
     pub fn classify(&self, record_type: &str, service: &str) -> Option<ClassId> {
+        self.classify_inner(record_type, service, None)
+    }
+
+    /// The class for a record's record type, service and caller number (E.164,
+    /// `+` and digits), or `None` when no rule matches.
+    pub fn classify_number(
+        &self,
+        record_type: &str,
+        service: &str,
+        caller_e164: &str,
+    ) -> Option<ClassId> {
+        self.classify_inner(record_type, service, Some(caller_e164))
+    }
+
+    fn classify_inner(
+        &self,
+        record_type: &str,
+        service: &str,
+        caller: Option<&str>,
+    ) -> Option<ClassId> {
+        // The pipeline hands over lower-cased tokens; other callers may not.
+        let (record_type, service) = (lowercase(record_type), lowercase(service));
         self.rules
             .iter()
             .find(|r| {
-                (r.record_types.is_empty() || r.record_types.iter().any(|t| t == record_type))
-                    && (r.services.is_empty() || r.services.iter().any(|s| s == service))
+                (r.record_types.is_empty() || r.record_types.iter().any(|t| *t == record_type))
+                    && (r.services.is_empty() || r.services.iter().any(|s| *s == service))
+                    && (r.caller_prefixes.is_empty()
+                        || caller.is_some_and(|c| {
+                            r.caller_prefixes.iter().any(|p| c.starts_with(p.as_str()))
+                        }))
             })
             .map(|r| r.class)
     }
@@ -273,6 +361,26 @@ impl RetentionPolicy {
     /// The legal-hold class.
     pub fn hold_class(&self) -> ClassId {
         self.hold
+    }
+}
+
+#[cfg(test)]
+mod period_order_tests {
+    use super::Period;
+
+    #[test]
+    fn periods_compare_across_units() {
+        use Period::*;
+        assert!(Months(3).never_longer_than(Months(12)));
+        assert!(!Months(13).never_longer_than(Months(12)));
+        assert!(Days(28).never_longer_than(Months(1)));
+        assert!(!Days(29).never_longer_than(Months(1)), "February");
+        assert!(Months(1).never_longer_than(Days(31)));
+        assert!(!Months(1).never_longer_than(Days(30)));
+        assert!(Days(365).never_longer_than(Months(12)));
+        assert!(!Days(366).never_longer_than(Months(12)), "a leap year");
+        assert!(Months(60).never_longer_than(UntilReleased));
+        assert!(!UntilReleased.never_longer_than(Months(60)));
     }
 }
 
@@ -381,11 +489,19 @@ mod tests {
             RuleSpec {
                 record_types: vec!["fixed_local".into(), "fixed_long_distance".into()],
                 services: vec![],
+                caller_prefixes: vec![],
                 class: "fixed".into(),
             },
             RuleSpec {
-                record_types: vec!["mobile".into()],
+                record_types: vec!["mobile".into(), "MOC".into()],
                 services: vec!["voice".into(), "sms".into()],
+                caller_prefixes: vec![],
+                class: "mobile".into(),
+            },
+            RuleSpec {
+                record_types: vec![],
+                services: vec![],
+                caller_prefixes: vec!["+8210".into()],
                 class: "mobile".into(),
             },
         ];
@@ -400,6 +516,57 @@ mod tests {
         assert_eq!(name("fixed_local", "voice").as_deref(), Some("fixed"));
         assert_eq!(name("mobile", "data"), None);
         assert_eq!(p.class(p.hold_class()).name, "legal_hold");
+    }
+
+    #[test]
+    fn matching_is_case_insensitive_and_numbers_are_a_fallback() {
+        let p = default_policy();
+        let name = |c: Option<ClassId>| c.map(|c| p.class(c).name.clone());
+        assert_eq!(
+            name(p.classify("Mobile", "VOICE")).as_deref(),
+            Some("mobile")
+        );
+        assert_eq!(name(p.classify("moc", "Voice")).as_deref(), Some("mobile"));
+        // No rule by type or service: the caller's numbering plan decides.
+        assert_eq!(name(p.classify("xyz", "voice")), None);
+        assert_eq!(
+            name(p.classify_number("xyz", "voice", "+821012345678")).as_deref(),
+            Some("mobile")
+        );
+        assert_eq!(name(p.classify_number("xyz", "voice", "+8221234567")), None);
+        // Type rules come first even with a number.
+        assert_eq!(
+            name(p.classify_number("fixed_local", "voice", "+821012345678")).as_deref(),
+            Some("fixed")
+        );
+        let bad = RuleSpec {
+            record_types: vec![],
+            services: vec![],
+            caller_prefixes: vec!["8210".into()],
+            class: "fixed".into(),
+        };
+        let classes = [
+            ClassSpec {
+                name: "fixed".into(),
+                period_months: Some(6),
+                period_days: None,
+                hold: false,
+                description: String::new(),
+                basis: String::new(),
+            },
+            ClassSpec {
+                name: "legal_hold".into(),
+                period_months: None,
+                period_days: None,
+                hold: true,
+                description: String::new(),
+                basis: String::new(),
+            },
+        ];
+        assert!(matches!(
+            RetentionPolicy::new(&classes, &[bad]),
+            Err(RetentionError::BadCallerPrefix { index: 0, .. })
+        ));
     }
 
     #[test]
@@ -439,6 +606,7 @@ mod tests {
         let r = RuleSpec {
             record_types: vec![],
             services: vec![],
+            caller_prefixes: vec![],
             class: "nope".into(),
         };
         assert!(matches!(
@@ -448,6 +616,7 @@ mod tests {
         let r = RuleSpec {
             record_types: vec![],
             services: vec![],
+            caller_prefixes: vec![],
             class: "hold".into(),
         };
         assert!(matches!(

@@ -69,8 +69,9 @@ struct Letter {
 
 impl DeadLetters {
     pub(crate) fn new(k: &KafkaSettings, metrics: Arc<Metrics>) -> Result<Self, ServeError> {
-        let mut c = crate::client_config(k);
-        // Consumer-only passthrough properties are ignored by the producer.
+        // Consumer-only properties of [kafka.properties] are left out
+        // (`crate::role_properties`): no CONFWARN lines at start.
+        let mut c = crate::client_config(k, crate::Role::Producer);
         c.set("message.timeout.ms", "30000")
             .set("enable.idempotence", "true");
         let producer = c.create_with_context(DlqCtx {
@@ -204,6 +205,93 @@ impl DeadLetters {
                 });
             }
             std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        client_config, role_properties, Role, CONSUMER_ONLY_PROPERTIES, PRODUCER_ONLY_PROPERTIES,
+    };
+
+    fn settings(props: &str) -> cdrvault_config::KafkaSettings {
+        let text = cdrvault_config::DEFAULT_TOML.replace(
+            "[kafka.properties]\n",
+            &format!("[kafka.properties]\n{props}"),
+        );
+        let s = cdrvault_config::load(cdrvault_config::Source::Text(&text)).expect("config");
+        s.kafka.expect("[kafka]")
+    }
+
+    /// The serve example's consumer properties and static membership reach
+    /// the consumer only; producer tuning reaches the dead-letter producer
+    /// only; shared ones reach both.
+    #[test]
+    fn each_client_gets_only_the_properties_of_its_role() {
+        let k = settings(
+            "\"client.id\" = \"cdrvault\"\n\"session.timeout.ms\" = 30000\n\
+             \"fetch.max.bytes\" = 52428800\n\"queued.max.messages.kbytes\" = 131072\n\
+             \"group.instance.id\" = \"pod-0\"\n\"linger.ms\" = 5\n",
+        );
+        let keys = |role| -> Vec<String> {
+            role_properties(&k, role)
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        assert_eq!(keys(Role::Producer), ["client.id", "linger.ms"]);
+        assert_eq!(
+            keys(Role::Consumer),
+            [
+                "client.id",
+                "fetch.max.bytes",
+                "group.instance.id",
+                "queued.max.messages.kbytes",
+                "session.timeout.ms"
+            ]
+        );
+    }
+
+    /// Every name in the two lists is one librdkafka knows (it refuses
+    /// unknown names), so a typo cannot hide a property from a client.
+    #[test]
+    fn the_scope_lists_name_real_librdkafka_properties() {
+        for p in CONSUMER_ONLY_PROPERTIES
+            .iter()
+            .chain(PRODUCER_ONLY_PROPERTIES)
+        {
+            let k = settings("");
+            let mut c = client_config(&k, Role::Consumer);
+            let v = match *p {
+                "group.protocol" => "classic",
+                "isolation.level" => "read_committed",
+                "partition.assignment.strategy" => "range",
+                "group.remote.assignor" | "group.instance.id" | "group.id" | "transactional.id" => {
+                    "x"
+                }
+                "offset.store.method" => "broker",
+                "auto.offset.reset" => "earliest",
+                "offset.store.path" => ".",
+                "group.protocol.type" => "consumer",
+                "compression.codec" | "compression.type" => "none",
+                "queuing.strategy" => "fifo",
+                "partitioner" => "consistent_random",
+                "acks" | "request.required.acks" => "1",
+                "compression.level" => "-1",
+                "enable.auto.commit"
+                | "auto.commit.enable"
+                | "enable.auto.offset.store"
+                | "enable.partition.eof"
+                | "check.crcs"
+                | "enable.idempotence"
+                | "enable.gapless.guarantee"
+                | "produce.offset.report"
+                | "delivery.report.only.error" => "false",
+                _ => "1000",
+            };
+            c.set(*p, v);
+            let made: Result<rdkafka::producer::BaseProducer, _> = c.create();
+            assert!(made.is_ok(), "{p} = {v}: {:?}", made.err());
         }
     }
 }

@@ -308,16 +308,115 @@ pub fn message_decoder(o: &ServeOptions) -> Result<Arc<dyn Decoder>, ServeError>
             let header = csv_header(&o.kafka, &o.mapping, &o.csv);
             cdrvault_decode::decoder_for(InputFormat::Csv, Some(&header), &o.mapping, &o.csv)?
         }
+        MessageFormat::Ber3gpp => {
+            cdrvault_decode::decoder_for(InputFormat::Ber3gpp, None, &o.mapping, &o.csv)?
+        }
     };
     Ok(Arc::from(d))
 }
 
-fn client_config(k: &KafkaSettings) -> ClientConfig {
+/// Which librdkafka client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The group consumer of the input topics.
+    Consumer,
+    /// The dead-letter producer.
+    Producer,
+}
+
+/// librdkafka properties that apply to consumers only (`C` in the C/P
+/// column of librdkafka 2.12's CONFIGURATION.md, global and topic tables).
+/// The dead-letter producer does not get them: librdkafka would ignore
+/// them and say so in a CONFWARN line on every start.
+pub const CONSUMER_ONLY_PROPERTIES: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.commit.enable",
+    "auto.offset.reset",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "consume.callback.max.messages",
+];
+
+/// librdkafka properties that apply to producers only (`P` in the same
+/// tables): they tune the dead-letter producer and are kept from the
+/// consumer for the same reason.
+pub const PRODUCER_ONLY_PROPERTIES: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+    "compression.level",
+];
+
+/// The `[kafka.properties]` that apply to `role`: one table, as Kafka users
+/// expect, split by librdkafka's own C/P scopes so that each client gets
+/// only the properties it understands. Properties of both (`*`) and
+/// unknown names go to both (librdkafka refuses unknown names).
+pub(crate) fn role_properties(
+    k: &KafkaSettings,
+    role: Role,
+) -> impl Iterator<Item = (&String, &String)> {
+    let other: &[&str] = match role {
+        Role::Consumer => PRODUCER_ONLY_PROPERTIES,
+        Role::Producer => CONSUMER_ONLY_PROPERTIES,
+    };
+    k.properties
+        .iter()
+        .filter(move |(key, _)| !other.contains(&key.as_str()))
+}
+
+fn client_config(k: &KafkaSettings, role: Role) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)
         .set("statistics.interval.ms", "5000")
         .set("log_level", "4");
-    for (key, v) in &k.properties {
+    for (key, v) in role_properties(k, role) {
         c.set(key, v);
     }
     c
@@ -343,7 +442,7 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
     tracing::info!(address = %addr, "serving /metrics and /healthz");
     let decoder = message_decoder(&o)?;
 
-    let mut cc = client_config(&o.kafka);
+    let mut cc = client_config(&o.kafka, Role::Consumer);
     cc.set("group.id", &o.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
@@ -457,6 +556,7 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
                                         .unwrap_or_else(|| Arc::from(m.topic()));
                                     p.slices.entry(key.clone()).or_insert_with(|| {
                                         StreamSlice::new(stream, key.1, o.chunk_bytes)
+                                            .with_framing(decoder.framing())
                                     })
                                 }
                             };

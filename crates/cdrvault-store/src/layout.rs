@@ -63,6 +63,53 @@ pub fn is_data_file(name: &str) -> bool {
     name.starts_with("part-") && name.ends_with(".parquet")
 }
 
+/// Refuses `dir` (a partition directory under `root`) if it or any
+/// directory between it and `root` is a symbolic link: nothing is written
+/// through a link under the data root. Missing directories pass (the
+/// caller creates them).
+pub fn refuse_linked_dirs(root: &Path, dir: &Path) -> Result<(), crate::StoreError> {
+    let mut d = dir;
+    while d != root {
+        match std::fs::symlink_metadata(d) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                return Err(crate::StoreError::NotOurs {
+                    path: d.to_owned(),
+                    problem: if m.file_type().is_symlink() {
+                        crate::reader::SYMLINK_REFUSED.into()
+                    } else {
+                        "not a directory".into()
+                    },
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::io_err(d)(e)),
+        }
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// True for every name cdrvault creates inside a partition directory:
+/// finished data files (`part-*.parquet`), their hidden temporaries
+/// (`.part-*.parquet.tmp`), compaction intents (`.compact-<id>.intent`)
+/// and their temporaries. The purge deletes only these, and only regular
+/// files; anything else in a partition directory is not ours and stays.
+pub fn is_ours(name: &str) -> bool {
+    is_data_file(name)
+        || name
+            .strip_prefix(".part-")
+            .is_some_and(|n| n.len() > ".parquet.tmp".len() && n.ends_with(".parquet.tmp"))
+        || crate::compact::intent_id(name).is_some()
+        || name
+            .strip_suffix(".tmp")
+            .and_then(crate::compact::intent_id)
+            .is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +132,29 @@ mod tests {
         );
         assert!(is_data_file(&file_name("ab")));
         assert!(!is_data_file(&temp_name("ab")));
+    }
+
+    #[test]
+    fn only_our_names_are_ours() {
+        let id = "0123456789abcdef0123";
+        for ours in [
+            file_name(id),
+            temp_name(id),
+            format!(".compact-{id}.intent"),
+            format!(".compact-{id}.intent.tmp"),
+            crate::compact::compacted_temp_name(id),
+        ] {
+            assert!(is_ours(&ours), "{ours}");
+        }
+        for other in [
+            "notes.txt",
+            ".hidden",
+            "part-x.csv",
+            ".part-.parquet.tmp",
+            ".compact-x.intent",
+            "README",
+        ] {
+            assert!(!is_ours(other), "{other}");
+        }
     }
 }

@@ -66,7 +66,11 @@ pub fn cdr_schema() -> SchemaRef {
                 Field::new(END_TIME, ts, false),
                 Field::new(DURATION_S, DataType::Int64, true),
                 Field::new(USAGE_COUNT, DataType::Int64, true),
-                Field::new(CALLER_P, p.clone(), false),
+                // Null on a mobile-terminated record without a calling
+                // number (`cdrvault_model::caller_may_be_absent`). Files
+                // written before had it non-nullable; readers accept both
+                // (`compatible_schema`).
+                Field::new(CALLER_P, p.clone(), true),
                 Field::new(CALLEE_P, p.clone(), true),
                 Field::new(IMSI_P, p.clone(), true),
                 Field::new(IMEI_P, p.clone(), true),
@@ -77,6 +81,24 @@ pub fn cdr_schema() -> SchemaRef {
             ]))
         })
         .clone()
+}
+
+/// True if `file` (the Arrow schema of a stored file) can be read as the
+/// partition schema: the same columns and types, each column as nullable
+/// as the partition schema's or less (`caller_p` was non-nullable in files
+/// written before mobile-terminated records without a caller were kept).
+pub fn compatible_schema(file: &Schema) -> bool {
+    let ours = cdr_schema();
+    file.fields().len() == ours.fields().len()
+        && file
+            .fields()
+            .iter()
+            .zip(ours.fields().iter())
+            .all(|(a, b)| {
+                a.name() == b.name()
+                    && a.data_type() == b.data_type()
+                    && (a.is_nullable() == b.is_nullable() || !a.is_nullable())
+            })
 }
 
 #[cfg(test)]
@@ -96,5 +118,19 @@ mod tests {
         for c in PSEUDONYM_COLUMNS {
             assert!(names.contains(&c));
         }
+    }
+
+    #[test]
+    fn files_with_a_required_caller_are_still_compatible() {
+        let ours = cdr_schema();
+        assert!(compatible_schema(&ours));
+        let mut fields: Vec<Field> = ours.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[col::CALLER_P] = fields[col::CALLER_P].clone().with_nullable(false);
+        assert!(compatible_schema(&Schema::new(fields.clone())));
+        // A column that is nullable where ours is not, or of another type, is not.
+        fields[col::RECORD_ID] = fields[col::RECORD_ID].clone().with_nullable(true);
+        assert!(!compatible_schema(&Schema::new(fields.clone())));
+        fields[col::RECORD_ID] = Field::new(RECORD_ID, DataType::LargeUtf8, false);
+        assert!(!compatible_schema(&Schema::new(fields)));
     }
 }

@@ -1,55 +1,40 @@
-//! `cdrvault audit ...`: verify, export and show the access log.
+//! `cdrvault audit ...`: verify, export, show and report; rendering only.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::anyhow;
-use cdrvault_audit::{AuditLog, Entry};
 use cdrvault_config::Settings;
-use chrono::{FixedOffset, NaiveDate};
+use cdrvault_desk::log;
+use cdrvault_retention::{format_kst_seconds, parse_day};
 
 use crate::cli::{AuditCommand, ExportFormat, OutputFormat};
-use crate::exit::{audit_paths, open_audit, CliError, Code, OrExit};
+use crate::exit::{open_desk, CliError, Code};
 
-fn kst() -> FixedOffset {
-    FixedOffset::east_opt(9 * 3600).expect("+09:00 is a valid offset")
+fn day(s: &str, flag: &str) -> Result<chrono::NaiveDate, CliError> {
+    parse_day(s).map_err(|e| CliError::new(Code::Input, anyhow!("{flag} {e}")))
 }
 
-fn parse_day(s: &str, flag: &str) -> Result<NaiveDate, CliError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-        CliError::new(
-            Code::Input,
-            anyhow!("{flag} {s:?} is not a date (YYYY-MM-DD)"),
-        )
-    })
-}
-
-/// The entry's date in Asia/Seoul (the day the monthly review files it under).
-pub fn kst_date(e: &Entry) -> NaiveDate {
-    e.at.with_timezone(&kst()).date_naive()
-}
-
-pub fn run(settings: &Settings, cmd: AuditCommand) -> Result<(), CliError> {
+pub fn run(settings: &Settings, cmd: AuditCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
-        AuditCommand::Report(a) => crate::request_cmd::report(settings, a),
+        AuditCommand::Report(a) => crate::request_cmd::report(&open_desk(settings)?, a, out),
         AuditCommand::Verify {
             without_key,
             format,
         } => {
-            let log = if without_key {
-                AuditLog::open(audit_paths(settings), None).or_exit(Code::Failure)?
+            let (r, verdict) = if without_key {
+                log::verify_without_key(settings)?
             } else {
-                open_audit(settings)?
+                log::verify_with_key(&open_desk(settings)?)?
             };
-            let r = log.verify().or_exit(Code::Failure)?;
             match format {
                 OutputFormat::Json => {
-                    let mut v = serde_json::to_value(&r).or_exit(Code::Failure)?;
+                    let mut v = serde_json::to_value(&r).unwrap_or_default();
                     v["intact"] = r.is_intact().into();
-                    println!("{v}");
+                    writeln!(out, "{v}")?;
                 }
                 OutputFormat::Text => {
-                    println!(
+                    writeln!(
+                        out,
                         "access log {}: {} entries; MACs {}",
                         settings.audit.log_file.display(),
                         r.entries,
@@ -58,57 +43,53 @@ pub fn run(settings: &Settings, cmd: AuditCommand) -> Result<(), CliError> {
                         } else {
                             "NOT checked (no key)"
                         }
-                    );
+                    )?;
+                    writeln!(
+                        out,
+                        "signatures: {} signed entries, each checked against the key registered to its operator at that entry; {} active operator(s)",
+                        r.signed_entries,
+                        r.operators.len()
+                    )?;
                     if let Some(h) = &r.head {
-                        println!(
+                        writeln!(
+                            out,
                             "head: seq {} hash {} (updated {}) — record it in the monthly review",
                             h.seq, h.hash, h.updated_at
-                        );
+                        )?;
                     }
                     for n in &r.notes {
-                        println!("note: {n}");
+                        writeln!(out, "note: {n}")?;
                     }
                     for p in &r.problems {
-                        println!("PROBLEM: {p}");
+                        writeln!(out, "PROBLEM: {p}")?;
                     }
-                    println!(
+                    writeln!(
+                        out,
                         "{}",
                         if r.is_intact() {
-                            "intact: no entry was edited, deleted, inserted, reordered or cut off"
+                            "intact: no entry was edited, deleted, inserted, reordered or cut off, and every signature verifies"
                         } else {
                             "TAMPERED: the access log does not verify"
                         }
-                    );
+                    )?;
                 }
             }
-            if r.is_intact() {
-                Ok(())
-            } else {
-                Err(CliError::new(
-                    Code::Integrity,
-                    anyhow!(
-                        "the access log failed verification ({} problems)",
-                        r.problems.len()
-                    ),
-                ))
+            match verdict {
+                None => Ok(()),
+                Some(e) => Err(e.into()),
             }
         }
         AuditCommand::Export {
             from,
             to,
             format,
-            out,
+            out: file,
         } => {
-            let (from, to) = (parse_day(&from, "--from")?, parse_day(&to, "--to")?);
-            if from > to {
-                return Err(CliError::new(Code::Input, anyhow!("--from is after --to")));
-            }
-            let log = AuditLog::open(audit_paths(settings), None).or_exit(Code::Failure)?;
-            let keep = |e: &Entry| (from..=to).contains(&kst_date(e));
+            let (from, to) = (day(&from, "--from")?, day(&to, "--to")?);
             let mut text = String::new();
             let count = match format {
                 ExportFormat::Jsonl => {
-                    let lines = log.raw_lines(keep).or_exit(Code::Failure)?;
+                    let lines = log::export_lines(settings, from, to)?;
                     for l in &lines {
                         text.push_str(l);
                         text.push('\n');
@@ -116,53 +97,32 @@ pub fn run(settings: &Settings, cmd: AuditCommand) -> Result<(), CliError> {
                     lines.len()
                 }
                 ExportFormat::Csv => {
-                    let entries: Vec<Entry> = log
-                        .entries()
-                        .or_exit(Code::Failure)?
-                        .into_iter()
-                        .filter(keep)
-                        .collect();
-                    text.push_str("seq,at,kind,actor,subject,data,hash\n");
+                    let entries = log::export_entries(settings, from, to)?;
+                    text.push_str(log::CSV_HEADER);
+                    text.push('\n');
                     for e in &entries {
-                        let fields = [
-                            e.seq.to_string(),
-                            e.at.to_rfc3339(),
-                            e.kind.clone(),
-                            e.actor.clone(),
-                            e.subject.clone(),
-                            e.data.to_string(),
-                            e.hash.clone(),
-                        ];
-                        let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                        text.push_str(&row.join(","));
+                        text.push_str(&log::csv_row(e));
                         text.push('\n');
                     }
                     entries.len()
                 }
             };
-            match out {
+            match file {
                 Some(path) => {
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .map_err(|e| {
-                            CliError::new(
-                                Code::Failure,
-                                anyhow!("cannot create {}: {e}", path.display()),
-                            )
-                        })?;
-                    f.write_all(text.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .or_exit(Code::Failure)?;
+                    cdrvault_fsio::write_new_private(&path, text.as_bytes()).map_err(|e| {
+                        CliError::new(
+                            Code::Failure,
+                            anyhow!("cannot create {}: {e}", path.display()),
+                        )
+                    })?;
                     eprintln!(
                         "exported {count} entries ({from} to {to}, KST) to {}",
                         path.display()
                     );
                 }
                 None => {
-                    print!("{text}");
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
                     eprintln!("exported {count} entries ({from} to {to}, KST)");
                 }
             }
@@ -173,46 +133,33 @@ pub fn run(settings: &Settings, cmd: AuditCommand) -> Result<(), CliError> {
             subject,
             format,
         } => {
-            let log = AuditLog::open(audit_paths(settings), None).or_exit(Code::Failure)?;
-            let entries: Vec<Entry> = log
-                .entries()
-                .or_exit(Code::Failure)?
-                .into_iter()
-                .filter(|e| kind.as_ref().is_none_or(|k| &e.kind == k))
-                .filter(|e| subject.as_ref().is_none_or(|s| &e.subject == s))
-                .collect();
+            let entries = log::show(settings, kind.as_deref(), subject.as_deref())?;
             match format {
                 OutputFormat::Json => {
-                    println!(
+                    writeln!(
+                        out,
                         "{}",
-                        serde_json::to_string(&entries).or_exit(Code::Failure)?
-                    );
+                        serde_json::to_string(&entries).unwrap_or_default()
+                    )?;
                 }
                 OutputFormat::Text => {
                     for e in &entries {
-                        println!(
+                        writeln!(
+                            out,
                             "{:>6}  {}  {:<18} {:<12} {:<24} {}",
                             e.seq,
-                            e.at.with_timezone(&kst()).format("%Y-%m-%d %H:%M:%S%:z"),
+                            format_kst_seconds(e.at),
                             e.kind,
                             e.actor,
                             e.subject,
                             e.data
-                        );
+                        )?;
                     }
+                    out.flush()?;
                     eprintln!("{} entries", entries.len());
                 }
             }
             Ok(())
         }
-    }
-}
-
-/// RFC 4180 quoting.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
     }
 }

@@ -5,9 +5,17 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 configuration error,
-4 key error (missing or wrong master key, key store), 5 input error,
-6 integrity check failed (the access log was tampered with).
+Exit codes: 0 success, 1 runtime failure (a full disk; a symbolic link or other
+object that is not cdrvault's under the data directory), 2 usage error,
+3 configuration error, 4 key error (missing or wrong master key, a missing key
+store or key of a day with data, an unusable operator key), 5 input error or
+refused action, 6 integrity check failed (the access log was tampered with, or
+a signature is forged, missing or by a revoked key).
+
+Operators: every acting command is signed with the operator's SSH key
+(--operator NAME with --key FILE or --agent; or CDRVAULT_OPERATOR and
+CDRVAULT_OPERATOR_KEY) and accepted only if the access log's operator
+registry gives that key to NAME with the role needed (`cdrvault operator`).
 
 Configuration: --config FILE (or CDRVAULT_CONFIG); without it the embedded
 defaults apply (`cdrvault config default` prints them). Any key can be
@@ -41,6 +49,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who acts, proven by their SSH key: one group shared by every command
+/// that acts at the desk.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Operator identity")]
+pub struct SignerArgs {
+    /// The operator acting: their name in the operator registry.
+    #[arg(long, env = "CDRVAULT_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Sign with this SSH private key file (OpenSSH format, unencrypted,
+    /// mode 0600; a passphrase-protected key goes through --agent).
+    #[arg(long, env = "CDRVAULT_OPERATOR_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Sign through ssh-agent ($SSH_AUTH_SOCK; the default when no key file
+    /// is given and SSH_AUTH_SOCK is set): the private key never leaves it.
+    #[arg(long)]
+    pub agent: bool,
+    /// With --agent: which of the agent's keys signs (its fingerprint,
+    /// SHA256:…, as `ssh-add -l` shows it) when it holds several.
+    #[arg(long, value_name = "SHA256:…")]
+    pub agent_key: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -52,6 +82,9 @@ pub enum InputFormatArg {
     Auto,
     Csv,
     Jsonl,
+    /// TS 32.297 CDR files of TS 32.298 BER charging data records.
+    #[value(name = "3gpp-ber")]
+    Ber3gpp,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +93,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Consume CDR topics from Kafka as a consumer group ([kafka] in the
     /// configuration) until SIGTERM/SIGINT; serves /metrics and /healthz.
+    /// With a service key (--operator/--key of an operator with the role
+    /// service) it also runs the scheduled purge and compaction.
     Serve(ServeArgs),
     /// Manage the key store (init, rotate the master key, list keys). Never prints key material.
     #[command(subcommand)]
@@ -72,11 +107,20 @@ pub enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Destroy expired partitions and their keys (honouring legal holds) and record it.
-    Purge(crate::purge_cmd::PurgeArgs),
+    /// Destroy expired partitions and their keys (honouring legal holds) and
+    /// record it; signed by the privacy officer who approves it, or by a
+    /// service key under a standing approval (approve-schedule).
+    Purge(crate::purge_cmd::PurgeCmd),
+    /// Merge each partition's small files into files of up to storage.max_file_rows rows (no decryption; logged).
+    Compact(crate::compact_cmd::CompactArgs),
     /// Legal holds: add, release, list.
     #[command(subcommand)]
     Hold(crate::hold_cmd::HoldCommand),
+    /// Operators of the desk and their SSH keys: register, revoke, list.
+    /// Registrations are signed access-log entries (the first one by the
+    /// bootstrap administrator of [identity]).
+    #[command(subcommand)]
+    Operator(crate::operator_cmd::OperatorCommand),
     /// Check that partition files (e.g. a backup copy) can no longer be decrypted or re-identified.
     VerifyErasure(crate::purge_cmd::VerifyErasureArgs),
     /// The tamper-evident access log: verify it, export it for the monthly review, show entries.
@@ -86,9 +130,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check every entry's hash, MAC, sequence and link, and the head; exit 6 on any problem.
+    /// Check every entry's hash, MAC, sequence and link, the head, and every
+    /// operator signature against the key registered at that entry; exit 6
+    /// on any problem.
     Verify {
-        /// Check the chain and head only (for an auditor without the master key; MACs unchecked).
+        /// Check the chain, head and signatures only (for an auditor without the
+        /// master key; MACs unchecked).
         #[arg(long)]
         without_key: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -137,7 +184,8 @@ pub struct IngestArgs {
     /// over the last 30 days) instead of input files.
     #[arg(long, value_name = "RECORDS", num_args = 0..=1, default_missing_value = "100000", conflicts_with = "inputs")]
     pub sample: Option<u64>,
-    /// Input format (default from config: by file extension, then content).
+    /// Input format (default from config: by file extension, then content; a
+    /// TS 32.297 file header means 3gpp-ber).
     #[arg(long, value_enum)]
     pub input_format: Option<InputFormatArg>,
     /// Summary format.
@@ -168,24 +216,59 @@ pub struct ServeArgs {
     /// Override kafka.metrics_address (host:port; port 0 picks a free one).
     #[arg(long)]
     pub metrics_address: Option<String>,
+    /// The service key the scheduled purge and compaction sign with (an
+    /// operator with the role service); without it they do not run.
+    #[command(flatten)]
+    pub signer: SignerArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create the master key file (mode 0600) and an empty key store.
-    Init,
-    /// Replace the master key: re-wrap every key under a new master key.
+    /// Create the master key (a 0600 file, or with `--provider pkcs11` an
+    /// AES-256 key inside the HSM token) and an empty key store.
+    Init {
+        /// Who holds the master key (default: keys.provider).
+        #[arg(long, value_enum)]
+        provider: Option<ProviderArg>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Replace the master key: re-wrap every key under a new master key
+    /// (with pkcs11: a new token key; the old one is destroyed in the token).
     Rotate {
         /// Where to write the new master key when the current one comes from
         /// the environment (default: replace keys.master_key_file in place).
         #[arg(long)]
         new_master_key_file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
-    /// List the keys in the store (class, date, version, creation; never key material).
+    /// Move a file- or environment-keyed store into the HSM ([keys.pkcs11]):
+    /// every key is re-wrapped by a token key and the old master key no longer
+    /// opens the store.
+    Migrate {
+        /// Where to move the master key.
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+    },
+    /// Say who holds the master key and list the keys in the store (class,
+    /// date, version, creation; never key material).
     List {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    File,
+    Env,
+    Pkcs11,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateTarget {
+    Pkcs11,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,20 +1,15 @@
-//! `cdrvault hold add | release | list`.
+//! `cdrvault hold add | release | list`: arguments and rendering; the desk
+//! decides and logs.
 
-use anyhow::anyhow;
-use cdrvault_audit::Event;
-use cdrvault_config::Settings;
-use cdrvault_purge::holds::{
-    added_data, fold_holds, next_hold_id, HOLD_ADDED, HOLD_RELEASED, TARGET_PURPOSE,
-};
-use cdrvault_purge::{HoldTarget, PurgeError, Recorded};
-use cdrvault_retention::kst_today;
+use std::io::Write;
+
+use cdrvault_desk::Desk;
+use cdrvault_retention::format_kst_minutes;
 use chrono::{NaiveDate, Utc};
 use clap::Subcommand;
 
-use crate::cli::OutputFormat;
-use crate::exit::{CliError, Code, OrExit};
-use crate::journal::recorded;
-use crate::purge_cmd::{fail, kst};
+use crate::cli::{OutputFormat, SignerArgs};
+use crate::exit::{actor, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {
@@ -30,9 +25,9 @@ pub enum HoldCommand {
         /// Last day (Asia/Seoul) the hold applies; it ends by itself after.
         #[arg(long, value_name = "YYYY-MM-DD")]
         until: Option<NaiveDate>,
-        /// Who places the hold.
-        #[arg(long)]
-        operator: String,
+        /// Who places the hold (a registered hold officer).
+        #[command(flatten)]
+        signer: SignerArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
@@ -43,9 +38,11 @@ pub enum HoldCommand {
         /// Why it ends.
         #[arg(long)]
         reason: String,
-        /// Who releases it.
-        #[arg(long)]
-        operator: String,
+        /// Who releases it (a registered hold officer).
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
     /// List holds (the targets stay sealed; only their kind is shown).
     List {
@@ -57,105 +54,55 @@ pub enum HoldCommand {
     },
 }
 
-fn entries_of(es: &[cdrvault_audit::Entry]) -> Vec<Recorded> {
-    es.iter().cloned().map(recorded).collect()
-}
-
-pub fn run(settings: &Settings, cmd: HoldCommand) -> Result<(), CliError> {
-    let audit = crate::exit::open_audit(settings)?;
-    let today = kst_today(Utc::now());
+pub fn run(desk: &Desk, cmd: HoldCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
         HoldCommand::Add {
             target,
             reason,
             until,
-            operator,
+            signer,
             format,
         } => {
-            let t = HoldTarget::parse(&target).map_err(fail)?;
-            if until.is_some_and(|u| u < today) {
-                return Err(CliError::new(
-                    Code::Usage,
-                    anyhow!("--until is in the past"),
-                ));
-            }
-            let sealed = audit
-                .seal_text(TARGET_PURPOSE, t.expose())
-                .or_exit(Code::Failure)?;
-            let data = added_data(t.kind(), &sealed, &reason, until);
-            let (entry, id) = audit
-                .append_checked(|es: &[cdrvault_audit::Entry]| {
-                    let id = next_hold_id(entries_of(es).iter().map(Recorded::event));
-                    Ok::<_, cdrvault_audit::AuditError>((
-                        Event {
-                            kind: HOLD_ADDED.into(),
-                            actor: operator.clone(),
-                            subject: id.clone(),
-                            data,
-                        },
-                        id,
-                    ))
-                })
-                .or_exit(Code::Failure)?;
+            let h = desk.add_hold(&actor(&signer)?, &target, &reason, until, Utc::now())?;
             match format {
-                OutputFormat::Json => println!(
+                OutputFormat::Json => writeln!(
+                    out,
                     "{}",
-                    serde_json::json!({"hold_id": id, "target_kind": t.kind().name(), "seq": entry.seq})
-                ),
-                OutputFormat::Text => println!(
-                    "hold {id} added ({}, audit entry #{}); records of the target are preserved before any purge",
-                    t.kind(),
-                    entry.seq
-                ),
+                    serde_json::json!({"hold_id": h.id, "target_kind": h.target_kind, "seq": h.seq})
+                )?,
+                OutputFormat::Text => writeln!(
+                    out,
+                    "hold {} added ({}, audit entry #{}); records of the target are preserved before any purge",
+                    h.id, h.target_kind, h.seq
+                )?,
             }
-            Ok(())
         }
         HoldCommand::Release {
             id,
             reason,
-            operator,
+            signer,
+            format,
         } => {
-            let entry = audit
-                .append_checked(|es: &[cdrvault_audit::Entry]| {
-                    let holds = fold_holds(entries_of(es).iter().map(Recorded::event));
-                    let Some(h) = holds.iter().find(|h| h.id == id) else {
-                        return Err(HoldErr::Purge(PurgeError::UnknownHold { id: id.clone() }));
-                    };
-                    if h.released_at.is_some() {
-                        return Err(HoldErr::Purge(PurgeError::AlreadyReleased {
-                            id: id.clone(),
-                        }));
-                    }
-                    Ok((
-                        Event {
-                            kind: HOLD_RELEASED.into(),
-                            actor: operator.clone(),
-                            subject: id.clone(),
-                            data: serde_json::json!({ "reason": reason }),
-                        },
-                        (),
-                    ))
-                })
-                .map_err(|e| match e {
-                    HoldErr::Purge(p) => fail(p),
-                    HoldErr::Audit(a) => CliError::new(Code::Failure, a),
-                })?
-                .0;
-            println!(
-                "hold {id} released (audit entry #{}); its legal-hold copies are destroyed by the next purge",
-                entry.seq
-            );
-            Ok(())
+            let seq = desk.release_hold(&actor(&signer)?, &id, &reason)?;
+            match format {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"hold_id": id, "state": "released", "seq": seq})
+                )?,
+                OutputFormat::Text => writeln!(
+                    out,
+                    "hold {id} released (audit entry #{seq}); its legal-hold copies are destroyed by the next purge"
+                )?,
+            }
         }
         HoldCommand::List { all, format } => {
-            let es = audit.entries().or_exit(Code::Failure)?;
-            let holds: Vec<_> = fold_holds(entries_of(&es).iter().map(Recorded::event))
-                .into_iter()
-                .filter(|h| all || h.is_active(today))
-                .collect();
+            let list = desk.holds(all, Utc::now())?;
+            let today = list.today;
             match format {
                 OutputFormat::Json => {
-                    let v: Vec<serde_json::Value> = holds
+                    let v: Vec<serde_json::Value> = list
+                        .holds
                         .iter()
                         .map(|h| {
                             let mut v = serde_json::to_value(h).unwrap_or_default();
@@ -165,41 +112,30 @@ pub fn run(settings: &Settings, cmd: HoldCommand) -> Result<(), CliError> {
                             v
                         })
                         .collect();
-                    println!("{}", serde_json::to_string(&v).or_exit(Code::Failure)?);
+                    writeln!(out, "{}", serde_json::Value::from(v))?;
                 }
                 OutputFormat::Text => {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<6} {:<7} {:<9} {:<10} {:<20} {:<16} reason",
                         "id", "target", "state", "until", "added", "by"
-                    );
-                    for h in &holds {
-                        println!(
+                    )?;
+                    for h in &list.holds {
+                        writeln!(
+                            out,
                             "{:<6} {:<7} {:<9} {:<10} {:<20} {:<16} {}",
                             h.id,
-                            h.target_kind.name(),
+                            h.target_kind,
                             h.state(today),
                             h.until.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
-                            kst(h.added_at),
+                            format_kst_minutes(h.added_at),
                             h.added_by,
                             h.reason
-                        );
+                        )?;
                     }
                 }
             }
-            Ok(())
         }
     }
-}
-
-/// Errors of a release decided under the log lock.
-#[derive(Debug)]
-enum HoldErr {
-    Purge(PurgeError),
-    Audit(cdrvault_audit::AuditError),
-}
-
-impl From<cdrvault_audit::AuditError> for HoldErr {
-    fn from(e: cdrvault_audit::AuditError) -> Self {
-        HoldErr::Audit(e)
-    }
+    Ok(())
 }

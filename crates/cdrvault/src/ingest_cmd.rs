@@ -5,34 +5,22 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
-use cdrvault_config::{Compression, Settings};
+use cdrvault_config::Settings;
 use cdrvault_decode::InputFormat;
 use cdrvault_pipeline::{ingest, IngestOptions, InputSource, Protect};
-use cdrvault_store::{ClearCompression, WriterOptions};
+use cdrvault_store::WriterOptions;
 use chrono::{DateTime, Utc};
 
 use crate::cli::{GenFormat, GenerateArgs, IngestArgs, InputFormatArg};
 use crate::exit::{CliError, Code, OrExit};
-use crate::keys_cmd::open_store_for_ingest;
+use crate::keys_cmd::open_store_for_writing;
 use crate::output;
 
 pub fn writer_options(s: &Settings) -> WriterOptions {
-    WriterOptions {
-        row_group_rows: s.storage.row_group_rows,
-        max_file_rows: s.storage.max_file_rows,
-        max_open_writers: s.storage.max_open_writers,
-        max_buffered_bytes: s.storage.max_buffered_bytes,
-        compression: match s.storage.compression {
-            Compression::Zstd => ClearCompression::Zstd,
-            Compression::Snappy => ClearCompression::Snappy,
-            Compression::Lz4 => ClearCompression::Lz4,
-            Compression::None => ClearCompression::None,
-        },
-        bloom_filter_fpp: s.storage.bloom_filter_fpp,
-    }
+    cdrvault_desk::writer_options(s)
 }
 
-pub fn run(settings: &Settings, args: IngestArgs) -> Result<(), CliError> {
+pub fn run(settings: &Settings, args: IngestArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let mut settings = settings.clone();
     if let Some(d) = args.data_dir {
         settings.storage.data_dir = d;
@@ -55,6 +43,7 @@ pub fn run(settings: &Settings, args: IngestArgs) -> Result<(), CliError> {
         Some(InputFormatArg::Auto) => None,
         Some(InputFormatArg::Csv) => Some(InputFormat::Csv),
         Some(InputFormatArg::Jsonl) => Some(InputFormat::JsonLines),
+        Some(InputFormatArg::Ber3gpp) => Some(InputFormat::Ber3gpp),
     };
 
     // A generated sample, dated over the last 30 days.
@@ -86,7 +75,7 @@ pub fn run(settings: &Settings, args: IngestArgs) -> Result<(), CliError> {
     };
 
     // Keys first: a wrong or missing master key must change nothing.
-    let store = open_store_for_ingest(&settings.keys)?;
+    let store = open_store_for_writing(&settings)?;
     let protect = Arc::new(Protect::new(
         settings.retention.clone(),
         settings.input.normalize.clone(),
@@ -130,15 +119,17 @@ pub fn run(settings: &Settings, args: IngestArgs) -> Result<(), CliError> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let summary = result.map_err(|e| {
-        let code = match &e {
-            cdrvault_pipeline::PipelineError::Input { .. }
-            | cdrvault_pipeline::PipelineError::Header { .. }
-            | cdrvault_pipeline::PipelineError::NoInputFiles { .. } => Code::Input,
-            cdrvault_pipeline::PipelineError::Keys(_) => Code::Keys,
+    let summary = result.map_err(|failure| {
+        use cdrvault_pipeline::PipelineError as E;
+        let code = match &failure.error {
+            E::Input { .. } | E::Header { .. } | E::NoInputFiles { .. } => Code::Input,
+            // A full disk while creating a key is an I/O failure.
+            E::Keys(k) if k.is_io() => Code::Failure,
+            E::Keys(_) => Code::Keys,
             _ => Code::Failure,
         };
-        CliError::new(code, e)
+        output::print_stored_before_failure(out, &failure.stored, &settings, args.format);
+        CliError::new(code, failure)
     })?;
     tracing::info!(
         records = summary.records,
@@ -146,7 +137,7 @@ pub fn run(settings: &Settings, args: IngestArgs) -> Result<(), CliError> {
         rejected = summary.rejected,
         "ingest finished"
     );
-    output::print_summary(&summary, &settings, args.format);
+    output::print_summary(out, &summary, &settings, args.format)?;
     if !summary.reconciles() {
         return Err(CliError::new(
             Code::Failure,

@@ -1,9 +1,9 @@
 //! Human and machine output.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use cdrvault_config::Settings;
-use cdrvault_pipeline::IngestSummary;
+use cdrvault_pipeline::{IngestSummary, StoredBeforeFailure};
 
 use crate::cli::{Global, LogFormat, OutputFormat};
 
@@ -30,6 +30,47 @@ pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// A progress bar on stderr when it is a terminal.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    stderr_is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} partitions",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    })
+}
+
+/// A partitions progress bar (on a terminal, unless turned off) fed by a
+/// desk operation's progress callback.
+#[derive(Debug)]
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    pub fn new(enabled: bool) -> Progress {
+        Progress(enabled.then(progress_bar).flatten())
+    }
+
+    /// Runs `f` with the callback to hand to the desk (none without a bar),
+    /// then clears the bar.
+    pub fn run<T>(&self, f: impl FnOnce(Option<&(dyn Fn(u64, u64) + Sync)>) -> T) -> T {
+        let report = |done: u64, total: u64| {
+            if let Some(b) = &self.0 {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        };
+        let out = f(self.0.is_some().then_some(&report));
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+        out
+    }
+}
+
 fn per_key(m: &std::collections::BTreeMap<String, u64>) -> String {
     m.iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -48,7 +89,12 @@ fn human_bytes(b: u64) -> String {
     format!("{v:.1} {}", U[i])
 }
 
-pub fn print_summary(s: &IngestSummary, settings: &Settings, format: OutputFormat) {
+pub fn print_summary(
+    out: &mut dyn Write,
+    s: &IngestSummary,
+    settings: &Settings,
+    format: OutputFormat,
+) -> std::io::Result<()> {
     match format {
         OutputFormat::Json => {
             let mut v = serde_json::to_value(s).unwrap_or_default();
@@ -59,30 +105,42 @@ pub fn print_summary(s: &IngestSummary, settings: &Settings, format: OutputForma
                     settings.storage.data_dir.display().to_string().into(),
                 );
             }
-            println!("{v}");
+            writeln!(out, "{v}")?;
         }
         OutputFormat::Text => {
-            println!(
+            writeln!(
+                out,
                 "ingested {} records in {:.2} s ({:.0} records/s)",
                 s.records, s.elapsed_s, s.records_per_s
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "  stored              {:>10}  {}",
                 s.stored,
                 per_key(&s.stored_by_class)
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "  rejected            {:>10}  {}",
                 s.rejected,
                 per_key(&s.rejected_by_reason)
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "  dropped, expired    {:>10}  {}",
                 s.dropped_expired,
                 per_key(&s.expired_by_class)
-            );
-            println!("  dropped, duplicate  {:>10}", s.dropped_duplicate);
-            println!(
+            )?;
+            writeln!(out, "  dropped, duplicate  {:>10}", s.dropped_duplicate)?;
+            if s.already_stored > 0 || s.files_already_present > 0 {
+                writeln!(
+                    out,
+                    "  already stored      {:>10}  by an earlier run of the same input ({} files not written again)",
+                    s.already_stored, s.files_already_present
+                )?;
+            }
+            writeln!(
+                out,
                 "  {} = {} + {} + {} + {}: {}",
                 s.records,
                 s.stored,
@@ -94,25 +152,46 @@ pub fn print_summary(s: &IngestSummary, settings: &Settings, format: OutputForma
                 } else {
                     "COUNTS DO NOT RECONCILE"
                 }
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "  {} partitions, {} files, {} written to {}",
                 s.partitions,
                 s.files_written,
                 human_bytes(s.bytes_written),
                 settings.storage.data_dir.display()
-            );
+            )?;
             if let Some(p) = &s.dead_letter_file {
-                println!(
+                writeln!(
+                    out,
                     "  dead letters (reasons; records encrypted): {}",
                     p.display()
-                );
+                )?;
+            }
+            if !s.skipped.is_empty() {
+                writeln!(out, "  skipped {} input paths:", s.skipped.len())?;
+                const SHOWN: usize = 20;
+                for k in s.skipped.iter().take(SHOWN) {
+                    writeln!(out, "    {}: {}", k.path.display(), k.reason.describe())?;
+                }
+                if s.skipped.len() > SHOWN {
+                    writeln!(
+                        out,
+                        "    ... and {} more (--format json lists them all)",
+                        s.skipped.len() - SHOWN
+                    )?;
+                }
             }
         }
     }
+    Ok(())
 }
 
-pub fn print_config(s: &Settings, format: OutputFormat) {
+pub fn print_config(
+    out: &mut dyn Write,
+    s: &Settings,
+    format: OutputFormat,
+) -> std::io::Result<()> {
     let classes: Vec<serde_json::Value> = s
         .retention
         .classes()
@@ -133,14 +212,19 @@ pub fn print_config(s: &Settings, format: OutputFormat) {
         "dead_letter_dir": s.ingest.dead_letter_dir,
         "workers": s.ingest.workers,
         "classes": classes,
+        "bootstrap_admin": s.identity.bootstrap_admin.as_ref().map(|b| serde_json::json!({
+            "name": b.name,
+            "fingerprint": b.key.fingerprint(),
+        })),
     });
     match format {
-        OutputFormat::Json => println!("{v}"),
+        OutputFormat::Json => writeln!(out, "{v}"),
         OutputFormat::Text => {
-            println!("configuration is valid");
-            println!("  data:        {}", s.storage.data_dir.display());
-            println!("  key store:   {}", s.keys.store_dir.display());
-            println!(
+            writeln!(out, "configuration is valid")?;
+            writeln!(out, "  data:        {}", s.storage.data_dir.display())?;
+            writeln!(out, "  key store:   {}", s.keys.store_dir.display())?;
+            writeln!(
+                out,
                 "  master key:  {}{}",
                 s.keys.master_key_file.display(),
                 s.keys
@@ -148,17 +232,76 @@ pub fn print_config(s: &Settings, format: OutputFormat) {
                     .as_ref()
                     .map(|e| format!(" (or ${e})"))
                     .unwrap_or_default()
-            );
-            println!("  dead letter: {}", s.ingest.dead_letter_dir.display());
-            println!("  retention classes:");
+            )?;
+            writeln!(out, "  dead letter: {}", s.ingest.dead_letter_dir.display())?;
+            match &s.identity.bootstrap_admin {
+                Some(b) => writeln!(
+                    out,
+                    "  bootstrap admin: {} {} (the operator registry's anchor: record it in the monthly review)",
+                    b.name,
+                    b.key.fingerprint()
+                )?,
+                None => writeln!(
+                    out,
+                    "  bootstrap admin: none ([identity.bootstrap_admin]): no operator can be registered"
+                )?,
+            }
+            writeln!(out, "  retention classes:")?;
             for (_, c) in s.retention.classes() {
-                println!(
+                writeln!(
+                    out,
                     "    {:<12} {:<16} {}",
                     c.name,
                     c.period.to_string(),
                     c.basis
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What a failed ingest stored before it failed: on stderr (text), or as
+/// the JSON summary on stdout with `"complete": false`.
+pub fn print_stored_before_failure(
+    out: &mut dyn Write,
+    s: &StoredBeforeFailure,
+    settings: &Settings,
+    format: OutputFormat,
+) {
+    match format {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("complete".into(), false.into());
+                o.insert(
+                    "data_dir".into(),
+                    settings.storage.data_dir.display().to_string().into(),
                 );
             }
+            // Already failing: a reader that went away changes nothing.
+            let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+        }
+        // A run refused before it read anything (a missing file, a bad
+        // header) stored nothing: the error says it all.
+        OutputFormat::Text if s.records_read == 0 && s.files == 0 => {}
+        OutputFormat::Text => {
+            eprintln!(
+                "ingest failed after reading {} records: stored {} rows in {} complete files ({} partitions{}); not stored: {}",
+                s.records_read,
+                s.stored,
+                s.files,
+                s.partitions,
+                if s.already_stored > 0 {
+                    format!(", {} rows of them by an earlier run", s.already_stored)
+                } else {
+                    String::new()
+                },
+                s.not_stored,
+            );
+            eprintln!(
+                "re-run the same command once the cause is fixed: it stores the rest, and nothing twice"
+            );
         }
     }
 }

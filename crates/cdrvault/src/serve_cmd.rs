@@ -8,10 +8,12 @@ use cdrvault_config::Settings;
 use cdrvault_pipeline::BatchOptions;
 use cdrvault_serve::{run as serve, ServeError, ServeOptions};
 
+use cdrvault_desk::{Actor, Desk};
+
 use crate::cli::ServeArgs;
-use crate::exit::{CliError, Code, OrExit};
+use crate::exit::{actor_if_given, CliError, Code, OrExit};
 use crate::ingest_cmd::writer_options;
-use crate::keys_cmd::open_store_for_ingest;
+use crate::keys_cmd::open_store_for_writing;
 
 pub fn run(settings: &Settings, args: ServeArgs) -> Result<(), CliError> {
     let mut settings = settings.clone();
@@ -32,8 +34,10 @@ pub fn run(settings: &Settings, args: ServeArgs) -> Result<(), CliError> {
             .map_err(|_| anyhow!("--metrics-address {a:?} is not an address like 0.0.0.0:9464"))
             .or_exit(Code::Config)?;
     }
-    // Keys first: a wrong or missing master key must consume nothing.
-    let keys = Arc::new(open_store_for_ingest(&settings.keys)?);
+    // Keys first: a wrong or missing master key (or service key) must
+    // consume nothing.
+    let keys = Arc::new(open_store_for_writing(&settings)?);
+    let service = actor_if_given(&args.signer)?;
 
     // SIGTERM/SIGINT: stop fetching, store, commit, exit 0. A second signal
     // exits at once (nothing is committed past stored data either way).
@@ -58,7 +62,15 @@ pub fn run(settings: &Settings, args: ServeArgs) -> Result<(), CliError> {
         std::process::exit(Code::Failure as i32);
     });
 
-    spawn_scheduled_purge(&settings, shutdown.clone());
+    match &service {
+        Some(svc) => {
+            spawn_scheduled_purge(&settings, svc, shutdown.clone());
+            spawn_scheduled_compaction(&settings, svc, shutdown.clone());
+        }
+        None => tracing::warn!(
+            "no service key (--operator/--key, or CDRVAULT_OPERATOR/CDRVAULT_OPERATOR_KEY): the scheduled purge and compaction do not run"
+        ),
+    }
 
     let opts = ServeOptions {
         batch: BatchOptions {
@@ -100,34 +112,89 @@ pub fn run(settings: &Settings, args: ServeArgs) -> Result<(), CliError> {
 }
 
 /// Runs the purge inside the service every `purge.interval` (first run at
-/// start), as `purge.operator` approved by the first of `purge.approvers`.
-/// Off when the interval is `off` or no approver is configured (a purge
-/// without the privacy officer's approval never runs). A failed run is
-/// logged and retried at the next interval; the consumer is not affected.
-fn spawn_scheduled_purge(settings: &Settings, shutdown: Arc<AtomicBool>) {
+/// start), signed by the service key; it destroys only while a privacy
+/// officer's standing approval of this service's purges is in force
+/// (otherwise each run is refused and logged). Off when the interval is
+/// `off`. A failed run is logged and retried at the next interval; the
+/// consumer is not affected.
+fn spawn_scheduled_purge(settings: &Settings, service: &Actor, shutdown: Arc<AtomicBool>) {
     let Some(interval) = settings.purge.interval else {
         tracing::info!("scheduled purge off (purge.interval = \"off\")");
         return;
     };
-    if settings.purge.approvers.is_empty() {
-        tracing::warn!(
-            "scheduled purge not started: purge.approvers is empty (destruction needs the privacy officer's approval)"
+    spawn_desk_job("purge", interval, settings, service, shutdown, |d, a| {
+        let r = d.scheduled_purge(a)?;
+        tracing::info!(
+            as_of = %r.as_of,
+            resumed = r.resumed.len(),
+            keys_destroyed = r.run.as_ref().map_or(0, |x| x.keys_destroyed.len()),
+            "scheduled purge finished"
         );
+        Ok(())
+    });
+}
+
+/// Runs compaction inside the service every `compaction.interval` (first
+/// run at start; off when the interval is `off`), signed by the service
+/// key. It merges only files of batches that are completely published, so
+/// it runs beside the consumer; a failed or busy run is logged and retried
+/// at the next interval.
+fn spawn_scheduled_compaction(settings: &Settings, service: &Actor, shutdown: Arc<AtomicBool>) {
+    let Some(interval) = settings.compaction.interval else {
+        tracing::info!("scheduled compaction off (compaction.interval = \"off\")");
         return;
-    }
-    let settings = settings.clone();
+    };
+    spawn_desk_job(
+        "compaction",
+        interval,
+        settings,
+        service,
+        shutdown,
+        |d, a| {
+            let r = d.scheduled_compaction(a)?;
+            tracing::info!(
+                partitions = r.done.len(),
+                files_in = r.files_in,
+                files_out = r.files_out,
+                rows = r.rows,
+                "scheduled compaction finished"
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Runs `job` on a desk opened for each run, as `service`, every
+/// `interval` on a thread `<what>-scheduler`; a failure is logged.
+fn spawn_desk_job(
+    what: &'static str,
+    interval: std::time::Duration,
+    settings: &Settings,
+    service: &Actor,
+    shutdown: Arc<AtomicBool>,
+    job: fn(&Desk, &Actor) -> Result<(), cdrvault_desk::DeskError>,
+) {
+    let (settings, service) = (settings.clone(), service.clone());
+    let name = format!("{what}-scheduler");
+    spawn_periodic(&name, interval, shutdown, move || {
+        if let Err(e) = Desk::open(&settings).and_then(|d| job(&d, &service)) {
+            tracing::error!(error = %e, job = what, "scheduled run failed; retrying at the next interval");
+        }
+    });
+}
+
+/// Runs `job` on a thread of its own at once and then every `interval`,
+/// until `shutdown` is set.
+fn spawn_periodic(
+    name: &str,
+    interval: std::time::Duration,
+    shutdown: Arc<AtomicBool>,
+    job: impl Fn() + Send + 'static,
+) {
     std::thread::Builder::new()
-        .name("purge-scheduler".into())
+        .name(name.into())
         .spawn(move || loop {
-            match crate::purge_cmd::run_scheduled(&settings) {
-                Ok(r) => tracing::info!(
-                    as_of = %r.as_of,
-                    resumed = r.resumed.len(),
-                    keys_destroyed = r.run.as_ref().map_or(0, |x| x.keys_destroyed.len()),
-                    "scheduled purge finished"
-                ),
-                Err(e) => tracing::error!(error = %format!("{:#}", e.error), "scheduled purge failed; retrying at the next interval"),
-            }
+            job();
             let next = std::time::Instant::now() + interval;
             while std::time::Instant::now() < next {
                 if shutdown.load(Ordering::Relaxed) {
@@ -137,5 +204,5 @@ fn spawn_scheduled_purge(settings: &Settings, shutdown: Arc<AtomicBool>) {
             }
         })
         .map(drop)
-        .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the purge scheduler"));
+        .unwrap_or_else(|e| tracing::error!(error = %e, thread = name, "cannot start a scheduler"));
 }
