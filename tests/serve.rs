@@ -536,13 +536,40 @@ fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
         let _ = svc.child.try_wait();
         svc.kill9();
         eprintln!("killed at {} stored rows", stored_rows(&sb.data_dir()));
+        // A killed batch's unpublished files lie only in its scratch
+        // directory, never in a partition beside the published ones.
+        let strays: Vec<_> = cdrvault_e2e::files_under(&sb.data_dir())
+            .into_iter()
+            .filter(|f| !f.starts_with(sb.data_dir().join(".spill")))
+            .filter(|f| f.extension().is_some_and(|e| e == "tmp"))
+            .collect();
+        assert!(strays.is_empty(), "left in partitions: {strays:?}");
     }
+    // What one more kill -9 mid-write leaves, whatever phase the kills
+    // above hit: a scratch directory with a staged file and its lock file,
+    // the lock held by nobody.
+    let dead = sb.data_dir().join(".spill/0123456789abcdef01234567");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(
+        dead.join(".part-0123456789abcdef01234567.parquet.tmp"),
+        b"PAR1",
+    )
+    .unwrap();
+    std::fs::write(
+        sb.data_dir().join(".spill/0123456789abcdef01234567.lock"),
+        b"",
+    )
+    .unwrap();
     let svc = Service::start(&sb, &cfg);
     wait_stored(&sb.data_dir(), valid, Duration::from_secs(180), &log);
     let _ = svc.metric("cdrvault_batches_total");
     let st = svc.sigterm(Duration::from_secs(60));
     assert!(st.success(), "exit {st}:\n{}", tail(&log));
     assert_exactly_once(&sb, &truth);
+    // The restarted instance removed what the killed ones left, and its own
+    // scratch went with its batches: nothing but published files remains.
+    let left: Vec<_> = cdrvault_e2e::files_under(&sb.data_dir().join(".spill"));
+    assert!(left.is_empty(), "orphaned temporaries: {left:?}");
 
     // A crash while publishing a batch leaves some of its files: remove one
     // file of partition 0's last batch, and start under a new group id (no
@@ -993,4 +1020,77 @@ fn static_membership_a_restarted_instance_rejoins_without_waiting_for_the_sessio
         took < Duration::from_secs(40),
         "a restarted static member waited {took:?} (session timeout 60 s)"
     );
+}
+
+/// A dead-letter topic that cannot take the refused records holds the
+/// whole batch back: nothing of it is published and its offsets are not
+/// committed, so once dead letters can be delivered again a restart stores
+/// every record exactly once and dead-letters every refused one.
+#[test]
+fn an_unavailable_dead_letter_topic_holds_back_storing_and_committing() {
+    let b = broker();
+    let topic = "cdr-nodlq";
+    b.create_topic(topic, 2);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    // 50 per mille malformed: every batch of 500 holds refused records.
+    let (lines, truth) = records(4_000, 31, 50);
+    produce(b, topic, 2, &lines);
+    let sb = Sandbox::new();
+    let cfg = config(&sb, topic, 500, 200);
+    let log = sb.path("serve.log");
+    let valid = truth.iter().filter(|t| t.kind == "valid").count();
+    let refused = truth.len() - valid;
+    assert!(refused >= 100, "{refused}");
+
+    // The broker auto-creates topics, so the topic is made unreachable for
+    // dead letters alone: the producer may send no message as large as a
+    // dead letter (sealed raw record + reason + headers). Deliveries fail,
+    // the batch is retried, then abandoned, and nothing reaches the store.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let tiny = sb.path("tiny-dlq.toml");
+    std::fs::write(
+        &tiny,
+        text.replace(
+            "\"heartbeat.interval.ms\" = 1000\n",
+            "\"heartbeat.interval.ms\" = 1000\n\"message.max.bytes\" = 1000\n",
+        ),
+    )
+    .unwrap();
+    let svc = Service::start(&sb, &tiny);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("dead letters not delivered")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed delivery reported:\n{}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(stored_rows(&sb.data_dir()), 0, "{}", tail(&log));
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(!st.success(), "a batch it could not store is an error exit");
+    assert_eq!(stored_rows(&sb.data_dir()), 0);
+    let staged = cdrvault_e2e::files_under(&sb.data_dir().join(".spill"));
+    assert!(
+        staged.is_empty(),
+        "abandoned batches leave nothing: {staged:?}"
+    );
+
+    // Delivered again, the same group resumes from its committed offsets:
+    // had any been committed past the abandoned batches, records would now
+    // be missing.
+    let mut svc = Service::start(&sb, &cfg);
+    wait_stored(&sb.data_dir(), valid, Duration::from_secs(180), &log);
+    svc.wait_for(
+        "cdrvault_records_dead_lettered_total",
+        refused as u64,
+        Duration::from_secs(60),
+        &log,
+    );
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(&log));
+    assert_exactly_once(&sb, &truth);
 }

@@ -6,7 +6,10 @@
 //! A [`StreamSlice`] holds the messages of one stream at positions
 //! `first..=last`. [`process_slices`] decodes, protects and partitions every
 //! slice of a batch in parallel and writes each slice's rows to *staged*
-//! files (fsynced, still hidden). The caller then does whatever must happen
+//! files (fsynced, still hidden in the batch's run-private scratch
+//! directory under the data root, `.spill/<id>/`, which goes with the last
+//! of its outcomes; a killed process's is removed by
+//! [`cdrvault_store::spill::remove_stale`] at the next start). The caller then does whatever must happen
 //! before the data counts as stored (deliver dead letters), and calls
 //! [`SliceOutcome::publish`], which renames the files to names derived from
 //! (stream, partition, first, last) — see [`cdrvault_store::stream`]. Only
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use cdrvault_decode::{Decoder, Framing};
+use cdrvault_store::spill::SpillDir;
 use cdrvault_store::{
     publish_staged, sync_dir, FileMeta, PartitionKey, PseudonymScheme, StreamFile, WriterOptions,
     WriterPool, WrittenFile,
@@ -248,6 +252,11 @@ pub struct SliceOutcome {
     /// Refused records and the position of the message each came from.
     pub rejected: Vec<(i64, RejectedRecord)>,
     files: Vec<WrittenFile>,
+    /// The data root the files are published under.
+    root: PathBuf,
+    /// Where the staged files lie until published (shared by the outcomes
+    /// of one batch; removed, with what is left in it, after the last).
+    staging: Arc<SpillDir>,
 }
 
 /// What [`SliceOutcome::publish`] did.
@@ -292,15 +301,13 @@ impl SliceOutcome {
         let mut out = Published::default();
         let mut dirs = std::collections::BTreeSet::new();
         for (f, name) in self.files.iter().zip(self.file_names()) {
-            if publish_staged(f, &name)? {
+            if publish_staged(&self.root, f, &name)? {
                 out.files += 1;
                 out.bytes += f.bytes;
             } else {
                 out.already_present += 1;
             }
-            if let Some(d) = f.path.parent() {
-                dirs.insert(d.to_owned());
-            }
+            dirs.insert(f.partition.dir(&self.root));
         }
         for d in dirs {
             sync_dir(&d)?;
@@ -375,6 +382,8 @@ pub fn process_slices(
             process_chunk(&chunks[i].1, protect)
         })?;
 
+    // One scratch directory for the batch's staged files.
+    let staging = Arc::new(SpillDir::create(&opts.data_dir)?);
     // Account per slice, in chunk order (first occurrence wins).
     let mut outcomes: Vec<SliceOutcome> = Vec::with_capacity(slices.len());
     let mut parts: Vec<BTreeMap<(PartitionKey, PseudonymScheme), Vec<RecordBatch>>> = Vec::new();
@@ -391,6 +400,8 @@ pub fn process_slices(
             summary: IngestSummary::default(),
             rejected: Vec::new(),
             files: Vec::new(),
+            root: opts.data_dir.clone(),
+            staging: staging.clone(),
         });
         parts.push(BTreeMap::new());
         seen.push(hashbrown::HashSet::new());
@@ -431,6 +442,7 @@ pub fn process_slices(
                 origin: format!("kafka:{}/{}@{}-{}", o.stream, o.partition, o.first, o.last),
                 pseudonym_scheme: *scheme,
             },
+            &o.staging,
         );
         for b in batches {
             if let Err(e) = pool.write(key, b) {

@@ -441,6 +441,17 @@ pub fn run(o: ServeOptions) -> Result<ServeSummary, ServeError> {
     })?;
     tracing::info!(address = %addr, "serving /metrics and /healthz");
     let decoder = message_decoder(&o)?;
+    // What a killed instance left staged (its batch's scratch directory,
+    // whose lock died with it) goes first; a live instance sharing the
+    // data directory holds its own locks, so its work is never touched.
+    let stale = cdrvault_store::spill::remove_stale(&o.batch.data_dir)
+        .map_err(cdrvault_pipeline::PipelineError::from)?;
+    if stale > 0 {
+        tracing::info!(
+            batches = stale,
+            "removed the unpublished files of interrupted batches"
+        );
+    }
 
     let mut cc = client_config(&o.kafka, Role::Consumer);
     cc.set("group.id", &o.kafka.group_id)

@@ -2,10 +2,12 @@
 //!
 //! Guarantees:
 //! * **No partial file is ever visible.** Each file is written under a hidden
-//!   temporary name (in the pool's run-private [`SpillDir`], or for a
-//!   [`staged`](WriterPool::staged) pool `.part-<id>.parquet.tmp` in the
-//!   partition directory), fsynced, renamed to `part-<id>.parquet` in the
-//!   partition directory, and the directory is fsynced.
+//!   temporary name in a run-private, locked [`SpillDir`] (the pool's own,
+//!   or for a [`staged`](WriterPool::staged) pool the caller's), fsynced,
+//!   renamed to `part-<id>.parquet` in the partition directory, and the
+//!   directory is fsynced. A process killed mid-write leaves its
+//!   temporaries only in its scratch directory, which
+//!   [`crate::spill::remove_stale`] removes at the next start.
 //! * **One file per partition.** Rows are staged per partition while the run
 //!   lasts and each partition is assembled into files only at
 //!   [`finish`](WriterPool::finish): `ceil(rows / max_file_rows)` files per
@@ -182,8 +184,9 @@ pub fn writer_properties_for(
 }
 
 /// A finished, durable partition file. For a pool made with
-/// [`WriterPool::staged`], `path` is the fsynced hidden temporary, not yet
-/// visible to readers, until [`publish_staged`] renames it.
+/// [`WriterPool::staged`], `path` is the fsynced temporary in the caller's
+/// scratch directory, not visible to readers until [`publish_staged`]
+/// renames it into its partition directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
     pub partition: PartitionKey,
@@ -219,15 +222,9 @@ pub fn publish_file(
     Ok(true)
 }
 
-/// Publishes a staged file under `name` in its partition directory unless a
-/// file of that name already exists (see [`publish_file`]). The staged
-/// file lies in the partition directory; `root` is two levels up.
-pub fn publish_staged(file: &WrittenFile, name: &str) -> Result<bool, StoreError> {
-    let dir = file.path.parent().unwrap_or(Path::new("."));
-    let root = dir
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
+/// Publishes a staged file under `name` in its partition directory under
+/// `root` unless a file of that name already exists (see [`publish_file`]).
+pub fn publish_staged(root: &Path, file: &WrittenFile, name: &str) -> Result<bool, StoreError> {
     publish_file(root, &file.partition, &file.path, name, true)
 }
 
@@ -318,8 +315,10 @@ pub struct WriterPool {
     known_dirs: std::collections::HashSet<PathBuf>,
     stats: PoolStats,
     /// False for [`WriterPool::staged`]: finished files stay under their
-    /// temporary names in the partition directory.
+    /// temporary names in `staging`.
     publish: bool,
+    /// The caller's scratch directory of a staged pool.
+    staging: Option<PathBuf>,
     /// Files that reached `max_file_rows` (their row groups written, footer
     /// not yet), in the order they were opened per partition: they are
     /// named and finished at [`close_all`](Self::close_all), once the run's
@@ -372,6 +371,7 @@ impl WriterPool {
             known_dirs: Default::default(),
             stats: PoolStats::default(),
             publish: true,
+            staging: None,
             full: Vec::new(),
             run: None,
         }
@@ -387,12 +387,21 @@ impl WriterPool {
         self.run = Some(crate::runs::RunNames::new(run));
     }
 
-    /// A pool whose finished files are fsynced but left under their hidden
-    /// temporary names, for a caller that publishes a set of files under
-    /// names of its own once all of them are durable (see [`publish_staged`]).
-    pub fn staged(root: impl Into<PathBuf>, opts: WriterOptions, meta: FileMeta) -> Self {
+    /// A pool whose finished files are fsynced but left under their
+    /// temporary names in `staging` (a [`SpillDir`] the caller holds until
+    /// it has published them: on the data root's file system, locked, and
+    /// removed with whatever it still holds when the caller dies), for a
+    /// caller that publishes a set of files under names of its own once all
+    /// of them are durable (see [`publish_staged`]).
+    pub fn staged(
+        root: impl Into<PathBuf>,
+        opts: WriterOptions,
+        meta: FileMeta,
+        staging: &SpillDir,
+    ) -> Self {
         WriterPool {
             publish: false,
+            staging: Some(staging.path().to_owned()),
             ..WriterPool::new(root, opts, meta)
         }
     }
@@ -734,10 +743,9 @@ impl WriterPool {
         let dir = key.dir(&self.root);
         self.ensure_dir(&dir)?;
         let id = random_id();
-        let tmp = if self.publish {
-            self.scratch()?.join(temp_name(&id))
-        } else {
-            dir.join(temp_name(&id))
+        let tmp = match &self.staging {
+            Some(staging) => staging.join(temp_name(&id)),
+            None => self.scratch()?.join(temp_name(&id)),
         };
         let file = fs::OpenOptions::new()
             .write(true)
@@ -1331,21 +1339,33 @@ mod tests {
     #[test]
     fn staged_files_stay_hidden_until_published_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta());
+        let staging = SpillDir::create(dir.path()).unwrap();
+        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta(), &staging);
         pool.write(&key("mobile", 4), &batch(10, "s")).unwrap();
         let (files, _) = pool.finish().unwrap();
         assert_eq!(files.len(), 1);
-        let names = all_names(dir.path());
-        assert!(names[0].starts_with(".part-"), "{names:?}");
-        assert!(partition_files(dir.path(), &key("mobile", 4))
-            .unwrap()
-            .is_empty());
-        assert!(publish_staged(&files[0], "part-fixed-name.parquet").unwrap());
+        // The temporary lies in the caller's scratch directory, not in the
+        // partition (a reader, or a crash, never meets it there).
+        assert!(
+            files[0].path.starts_with(staging.path()),
+            "{:?}",
+            files[0].path
+        );
+        assert!(all_names(dir.path()).is_empty());
+        assert!(publish_staged(dir.path(), &files[0], "part-fixed-name.parquet").unwrap());
         // A second copy of the same rows under the same name is not published.
-        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta());
+        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta(), &staging);
         pool.write(&key("mobile", 4), &batch(10, "s")).unwrap();
         let (again, _) = pool.finish().unwrap();
-        assert!(!publish_staged(&again[0], "part-fixed-name.parquet").unwrap());
+        assert!(!publish_staged(dir.path(), &again[0], "part-fixed-name.parquet").unwrap());
+        assert_eq!(all_names(dir.path()), vec!["part-fixed-name.parquet"]);
+        // What a dead caller left staged goes with its scratch directory.
+        let mut pool = WriterPool::staged(dir.path(), WriterOptions::default(), meta(), &staging);
+        pool.write(&key("mobile", 5), &batch(10, "t")).unwrap();
+        let (left, _) = pool.finish().unwrap();
+        let scratch = staging.path().to_owned();
+        drop(staging);
+        assert!(!left[0].path.exists() && !scratch.exists());
         assert_eq!(all_names(dir.path()), vec!["part-fixed-name.parquet"]);
     }
 
