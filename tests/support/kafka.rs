@@ -70,6 +70,29 @@ impl Broker {
     /// Starts a broker of its own on `port` (memory storage) and waits until
     /// it listens; a watchdog kills it when the test process ends.
     pub fn start_on(port: u16) -> Broker {
+        Broker::start_with(port, "memory://tansu/", &[])
+    }
+
+    /// Starts a broker on `port` that keeps its topics, messages and
+    /// committed offsets in the S3 bucket `tansu` of `s3` (this tansu build
+    /// persists to S3 only), so that [`Broker::kill9`] and a new broker on
+    /// the same port and bucket are a broker restart.
+    pub fn start_persistent(port: u16, s3: &S3Server) -> Broker {
+        let endpoint = format!("http://{}", s3.addr);
+        Broker::start_with(
+            port,
+            "s3://tansu/",
+            &[
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+                ("AWS_ENDPOINT", &endpoint),
+                ("AWS_ALLOW_HTTP", "true"),
+            ],
+        )
+    }
+
+    fn start_with(port: u16, storage: &str, env: &[(&str, &str)]) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child: Child = Command::new(tansu_bin())
             .args([
@@ -79,9 +102,10 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ])
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,14 +114,75 @@ impl Broker {
         let pid = child.id();
         kill_with_test_process(pid);
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&addr, "tansu");
         // The process handle is dropped on purpose: the watchdog reaps it.
         drop(child);
         Broker { addr, pid }
+    }
+
+    /// Kills the broker (SIGKILL) and waits until its port is closed.
+    pub fn kill9(&self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&self.addr).is_ok() {
+            assert!(Instant::now() < deadline, "tansu still listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn wait_listening(addr: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An S3-compatible server on 127.0.0.1 (moto's, installed by
+/// `scripts/setup.sh`), with an empty bucket `tansu`; a watchdog kills it
+/// when the test process ends.
+#[derive(Debug)]
+pub struct S3Server {
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+}
+
+impl S3Server {
+    /// Starts the server on a free port and creates the bucket.
+    pub fn start() -> S3Server {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} not found: run scripts/setup.sh (it installs moto[server])",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        kill_with_test_process(child.id());
+        drop(child);
+        let addr = format!("127.0.0.1:{port}");
+        wait_listening(&addr, "moto_server");
+        // CreateBucket: an unsigned PUT, which moto accepts.
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).expect("connect moto");
+        write!(
+            c,
+            "PUT /tansu HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("create bucket");
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
+        S3Server { addr }
     }
 }
 
