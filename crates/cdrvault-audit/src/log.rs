@@ -32,7 +32,10 @@ const FILE_MODE: u32 = 0o600;
 /// ideally different permissions): the head is what shows truncation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditPaths {
+    /// The access log: one JSON entry per line (`audit.log_file`).
     pub log_file: PathBuf,
+    /// The head file (last `seq` and `hash` with a MAC), in another directory
+    /// (`audit.head_file`).
     pub head_file: PathBuf,
 }
 
@@ -42,13 +45,21 @@ pub struct AuditPaths {
 /// plaintext identifier (use [`AuditLog::seal_text`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// What happened, as `namespace.verb` (e.g. `request.created`,
+    /// `hold.added`, `purge.started`); components fold the log by kind.
     pub kind: String,
+    /// The operator's name (for a signed entry, checked against the key's
+    /// registration by `verify_with`).
     pub actor: String,
+    /// What the entry is about: a request id, a hold id, a purge id.
     pub subject: String,
+    /// Details of the event as JSON; identifiers only sealed (see
+    /// [`AuditLog::seal_text`]).
     pub data: Value,
 }
 
 impl Event {
+    /// An event of `kind` by `actor` about `subject` with `data`.
     pub fn new(
         kind: impl Into<String>,
         actor: impl Into<String>,
@@ -67,14 +78,27 @@ impl Event {
 /// A stored entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Position in the log, counting from 0 without gaps.
     pub seq: u64,
+    /// When the entry was appended (UTC).
     pub at: DateTime<Utc>,
+    /// Hex SHA-256 `hash` of the previous entry ([`GENESIS_PREV`], 64 zeros,
+    /// for entry 0): the chain link.
     pub prev: String,
+    /// What happened (`namespace.verb`), as in [`Event::kind`].
     pub kind: String,
+    /// The operator named by the entry.
     pub actor: String,
+    /// What the entry is about (request, hold or purge id).
     pub subject: String,
+    /// The event's details (identifiers sealed).
     pub data: Value,
+    /// Hex SHA-256 over the domain tag and the exact stored bytes of the body:
+    /// an edit to any of the fields above changes it.
     pub hash: String,
+    /// Hex HMAC-SHA256 of `hash` under the audit key, which proves the entry
+    /// was written by a holder of the key; `None` if the line has none (a
+    /// problem when the log is keyed).
     pub mac: Option<String>,
     /// The operator signature, when the body names a signer (`None`: an
     /// unsigned entry: written outside the desk, which signs every entry).
@@ -413,10 +437,13 @@ impl AuditLog {
         self.signer.as_ref().map(|s| s.public_key())
     }
 
+    /// The log and head paths this handle appends to.
     pub fn paths(&self) -> &AuditPaths {
         &self.paths
     }
 
+    /// Whether the handle holds the audit key (needed to append, seal, open
+    /// sealed values and check MACs).
     pub fn has_key(&self) -> bool {
         self.key.is_some()
     }

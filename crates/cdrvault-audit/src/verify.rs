@@ -50,8 +50,11 @@ impl SignaturePolicy {
 /// The head as stored (what the monthly review records outside the machine).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeadInfo {
+    /// `seq` of the last entry the head vouches for.
     pub seq: u64,
+    /// That entry's `hash` (hex SHA-256).
     pub hash: String,
+    /// When the head was last replaced (UTC).
     pub updated_at: DateTime<Utc>,
 }
 
@@ -61,67 +64,137 @@ pub struct HeadInfo {
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Problem {
     /// Not a valid entry at all.
-    Malformed { line: u64, reason: String },
+    Malformed {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// Why the line is not an entry.
+        reason: String,
+    },
     /// The body was altered (or the stored hash was).
-    HashMismatch { line: u64, seq: u64 },
+    HashMismatch {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+    },
     /// The MAC does not match: the entry was rewritten without the key.
-    BadMac { line: u64, seq: u64 },
+    BadMac {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+    },
     /// The entry has no MAC although the log is keyed.
-    MissingMac { line: u64, seq: u64 },
+    MissingMac {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+    },
     /// Entries deleted, inserted or reordered before this line.
     OutOfSequence {
+        /// 1-based line number in the log file.
         line: u64,
+        /// The `seq` the entry should have had (previous one plus 1).
         expected: u64,
+        /// The `seq` it claims.
         found: u64,
     },
     /// `prev` does not name the previous entry's hash.
-    BrokenLink { line: u64, seq: u64 },
+    BrokenLink {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+    },
     /// The log has entries but its head file is gone.
-    HeadMissing { entries: u64 },
+    HeadMissing {
+        /// Entries in the log.
+        entries: u64,
+    },
     /// The head's MAC does not match: it was rewritten without the key.
-    HeadBadMac { head_seq: u64 },
+    HeadBadMac {
+        /// The `seq` the head names.
+        head_seq: u64,
+    },
     /// The log ends before the head: entries were cut off the end.
     Truncated {
+        /// The `seq` the head names.
         head_seq: u64,
+        /// The last entry's `seq` (`None`: the log is empty).
         last_seq: Option<u64>,
     },
     /// The head names an entry the log does not have at that position.
     HeadMismatch {
+        /// The `seq` the head names.
         head_seq: u64,
+        /// The last entry's `seq` (`None`: the log is empty).
         last_seq: Option<u64>,
     },
     /// A kind that must be signed is not, or its body names a signer whose
     /// signature was removed.
-    MissingSignature { line: u64, seq: u64, kind: String },
+    MissingSignature {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+        /// The entry's kind.
+        kind: String,
+    },
     /// The signature does not verify over the entry (forged, or moved from
     /// another entry), or a signature sits on an entry that names no signer.
-    BadSignature { line: u64, seq: u64 },
+    BadSignature {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+    },
     /// Signed by a key no operator had registered at that moment.
     UnknownSigner {
+        /// 1-based line number in the log file.
         line: u64,
+        /// The entry's `seq`.
         seq: u64,
+        /// Fingerprint of the signing key.
         key: Fingerprint,
     },
     /// Signed by a key revoked before this entry.
     RevokedSigner {
+        /// 1-based line number in the log file.
         line: u64,
+        /// The entry's `seq`.
         seq: u64,
+        /// Fingerprint of the signing key.
         key: Fingerprint,
+        /// The operator the key was registered to.
         operator: String,
+        /// `seq` of the `operator.revoked` entry that revoked it.
         revoked_seq: u64,
     },
     /// Signed by an operator's key, but the entry names another actor.
     ActorMismatch {
+        /// 1-based line number in the log file.
         line: u64,
+        /// The entry's `seq`.
         seq: u64,
+        /// Fingerprint of the signing key.
         key: Fingerprint,
+        /// The actor the entry names.
         actor: String,
+        /// The operator the key is registered to.
         registered_as: String,
     },
     /// An `operator.*` entry that the registry rules do not allow (not
     /// signed by an administrator, a bootstrap that is not the configured
     /// one, a key registered twice, …).
-    OperatorEntryRejected { line: u64, seq: u64, reason: String },
+    OperatorEntryRejected {
+        /// 1-based line number in the log file.
+        line: u64,
+        /// The `seq` the entry claims.
+        seq: u64,
+        /// The registry rule the entry breaks.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -217,6 +290,8 @@ pub struct VerifyReport {
     pub entries: u64,
     /// Hash of the last entry (what to record in the monthly review).
     pub last_hash: Option<String>,
+    /// The head as stored (`None`: no head file); record it in the monthly
+    /// review to anchor the log outside the machine.
     pub head: Option<HeadInfo>,
     /// Whether entry and head MACs were checked (needs the audit key).
     pub macs_checked: bool,
@@ -224,6 +299,7 @@ pub struct VerifyReport {
     pub signed_entries: u64,
     /// Active operators at the end of the log (name, roles, fingerprint).
     pub operators: Vec<String>,
+    /// Every problem found, in log order; empty means the log is intact.
     pub problems: Vec<Problem>,
     /// Benign states a crash leaves, repaired by the next append.
     pub notes: Vec<String>,

@@ -25,58 +25,110 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Prefix of environment overrides: `CDRVAULT__STORAGE__DATA_DIR=/srv/cdr`.
 pub const ENV_PREFIX: &str = "CDRVAULT__";
 
+/// Why the configuration was refused. Nothing runs on a refused
+/// configuration; the message says which file, key or section to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file (or an environment override) is not valid TOML for
+    /// [`RawConfig`]: a syntax error, a misspelt or unknown key (every section
+    /// is `deny_unknown_fields`), a missing required key or a value of the wrong type.
     #[error("configuration: {0}")]
     Parse(#[from] Box<figment::Error>),
+    /// The configuration file named on the command line is not a regular file.
     #[error("configuration file {path} does not exist")]
-    FileMissing { path: PathBuf },
+    FileMissing {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// A value is present and well-typed but not allowed (out of range, an
+    /// unknown choice, a setting that is no longer read).
     #[error("configuration key {key}: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid {
+        /// The dotted configuration key, e.g. `storage.row_group_rows`.
+        key: &'static str,
+        /// What is wrong and what is allowed, for the operator.
+        problem: String,
+    },
+    /// `[[retention.classes]]` or `[[retention.rules]]` do not make a valid
+    /// retention policy (for example a rule naming an unknown class).
     #[error("retention: {0}")]
     Retention(#[from] cdrvault_retention::RetentionError),
+    /// `[input.columns]` does not map onto cdrvault's fields.
     #[error("input.columns: {0}")]
     Columns(#[from] cdrvault_decode::DecodeError),
+    /// Two paths that must be kept apart are inside one another (one is or
+    /// contains the other): the key store and master key file apart from the
+    /// data directory and from each other, the dead-letter directory apart
+    /// from the key store, the access log and its head outside the data
+    /// directory, and `lookup.output_dir` apart from data and keys.
     #[error("{a} ({a_path}) and {b} ({b_path}) must not be inside one another: keys are kept apart from the data")]
     Overlap {
+        /// Configuration key of the first path, e.g. `storage.data_dir`.
         a: &'static str,
+        /// The first path, as configured.
         a_path: PathBuf,
+        /// Configuration key of the second path, e.g. `keys.store_dir`.
         b: &'static str,
+        /// The second path, as configured.
         b_path: PathBuf,
     },
 }
 
+/// The configuration file as written, before validation: one field per
+/// TOML section. [`validate`] checks it into [`Settings`], the type the
+/// rest of the program accepts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `[storage]`: where and how partitions are written.
     pub storage: RawStorage,
+    /// `[keys]`: the key store and who holds the master key.
     pub keys: RawKeys,
+    /// `[input]`: how input files are read and their timestamps interpreted.
     pub input: RawInput,
+    /// `[ingest]`: dead-letter output and ingest parallelism.
     pub ingest: RawIngest,
     /// Only `cdrvault serve` needs it; a file for `ingest` may leave it out.
     #[serde(default)]
     pub kafka: Option<RawKafka>,
+    /// `[retention]`: retention classes and the rules assigning records to them.
     pub retention: RawRetention,
+    /// `[lookup]`: lawful-request execution.
     pub lookup: RawLookup,
     /// No longer read: roles are granted by signed registrations in the
     /// access log. Present only to refuse it with a clear message.
     #[serde(default)]
     pub operators: BTreeMap<String, IgnoredAny>,
+    /// `[identity]`: the bootstrap administrator (optional section).
     #[serde(default)]
     pub identity: RawIdentity,
+    /// `[purge]`: the purge schedule inside `cdrvault serve` (optional section).
     #[serde(default)]
     pub purge: RawPurge,
+    /// `[compaction]`: small-file compaction (optional section).
     #[serde(default)]
     pub compaction: RawCompaction,
+    /// `[audit]`: the access log (접속기록) and its head file.
     pub audit: RawAudit,
 }
 
+/// `[lookup]` as written; checked into [`LookupSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLookup {
+    /// Dual control: a request is executed only after an operator other than
+    /// its creator approved it; `false` lets the creator approve their own
+    /// request (still logged). Default `true`.
     pub dual_control: bool,
+    /// ISO 3166-1 alpha-2 country code (two upper-case letters) that every
+    /// request id starts with (ETSI TS 102 657 RequestID). Default `"KR"`.
     pub country_code: String,
+    /// Directory where `request execute` writes its CSV and JSON results (mode
+    /// 0600). They hold plaintext identifiers (the lawful release), so it must
+    /// not be inside the data directory, the key store or the master key's
+    /// path. Default `cdrvault-requests`.
     pub output_dir: PathBuf,
+    /// Lookup threads; `0` (the default) = one per CPU core.
     pub threads: usize,
 }
 
@@ -90,6 +142,8 @@ pub struct RawIdentity {
     pub bootstrap_admin: Option<BootstrapAdminConfig>,
 }
 
+/// `[purge]` as written; checked into [`PurgeSettings`]. Who approves
+/// destruction is not configured: a privacy officer signs it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPurge {
@@ -99,6 +153,9 @@ pub struct RawPurge {
     /// No longer read (the service key's operator name is recorded).
     #[serde(default)]
     pub operator: Option<IgnoredAny>,
+    /// How often `cdrvault serve` runs the purge: `<n>m`, `<n>h`, `<n>d` (at
+    /// least 1 minute) or `off`. Standalone schedules (cron, systemd timers,
+    /// Kubernetes CronJobs) ignore it. Default `"24h"`.
     #[serde(default = "default_purge_interval")]
     pub interval: String,
 }
@@ -117,13 +174,20 @@ impl Default for RawPurge {
     }
 }
 
+/// `[compaction]` as written; checked into [`CompactionSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCompaction {
+    /// How often `cdrvault serve` compacts: `<n>m`, `<n>h`, `<n>d` (at least 1
+    /// minute) or `off`. Standalone schedules ignore it. Default `"1h"`.
     #[serde(default = "default_compaction_interval")]
     pub interval: String,
+    /// A partition file with fewer rows than this is "small", a compaction
+    /// input; 1 to `storage.max_file_rows` rows. Default 1048576 rows.
     #[serde(default = "default_small_file_rows")]
     pub small_file_rows: u64,
+    /// A partition is compacted once it holds at least this many small files
+    /// (at least 2). Default 2.
     #[serde(default = "default_min_files")]
     pub min_files: usize,
 }
@@ -150,27 +214,64 @@ impl Default for RawCompaction {
     }
 }
 
+/// `[audit]` as written; checked into [`AuditSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
+    /// The access log (접속기록): append-only, hash-chained, HMAC-keyed entries
+    /// for every lawful request, hold and purge; never deleted by the data
+    /// purge. Must not be inside `storage.data_dir`. Default
+    /// `cdrvault-audit/access.log`.
     pub log_file: PathBuf,
+    /// The log's head (last sequence number and hash, with a MAC). Must be in
+    /// another directory than `log_file` (by default beside the keys) so that a
+    /// truncated log is detected. Default `cdrvault-keys/audit-head.json`.
     pub head_file: PathBuf,
 }
 
+/// `[kafka]` as written (only `cdrvault serve` reads it); checked into
+/// [`KafkaSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKafka {
+    /// Bootstrap brokers, comma-separated `host:port`; must not be empty.
+    /// Default `"localhost:9092"`.
     pub brokers: String,
+    /// Kafka topics to consume (at least one valid topic name). Default `["cdr"]`.
     pub topics: Vec<String>,
+    /// Consumer group id: instances with the same id share the partitions.
+    /// Must not be empty. Default `"cdrvault"`.
     pub group_id: String,
+    /// Message payload format: `"jsonl"` (or `"json"`; one JSON object per
+    /// line), `"csv"` (rows without a header, see `csv_columns`) or
+    /// `"3gpp-ber"` (one TS 32.298 BER CDR or one whole TS 32.297 CDR file per
+    /// message). Default `"jsonl"`.
     pub input_format: String,
+    /// Column names of CSV messages in order; empty (the default) =
+    /// cdrvault's fields in their canonical order under `[input.columns]` names.
     #[serde(default)]
     pub csv_columns: Vec<String>,
+    /// A batch is stored (files fsynced and renamed, then offsets committed)
+    /// once it holds this many records (at least 1). Default 500000 records.
     pub max_batch_records: usize,
+    /// A batch is stored once its payloads reach this many bytes (4 KiB to
+    /// 4 GiB); with librdkafka's prefetch this bounds memory. Default
+    /// 134217728 bytes (128 MiB).
     pub max_batch_bytes: usize,
+    /// A batch is stored once its oldest message is this many milliseconds old,
+    /// so a quiet partition still flushes (at least 1). Default 5000 ms.
     pub max_batch_age_ms: u64,
+    /// Topic that receives records that cannot be decoded or validated,
+    /// encrypted, with headers giving the reason and source
+    /// topic/partition/offset. Must be a valid topic name and not one of
+    /// `topics`. Default `"cdr-deadletter"`.
     pub dead_letter_topic: String,
+    /// Socket address (`ip:port`) serving `/metrics` (Prometheus text) and
+    /// `/healthz`. Default `"127.0.0.1:9464"`.
     pub metrics_address: String,
+    /// On SIGTERM/SIGINT, how long (milliseconds, at least 1) to spend storing
+    /// what was consumed and committing before giving up with exit 1 (nothing
+    /// committed past stored data). Default 30000 ms.
     pub shutdown_timeout_ms: u64,
     /// librdkafka properties, passed through unchanged.
     #[serde(default)]
@@ -183,10 +284,16 @@ pub struct RawKafka {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PropertyValue {
+    /// A TOML boolean, passed as `true` / `false`.
     Bool(bool),
+    /// A TOML integer, passed in decimal.
     Int(i64),
+    /// A TOML float, passed as Rust prints it.
     Float(f64),
+    /// A TOML string, passed unchanged.
     Str(String),
+    /// A nested table from an unquoted dotted key; its keys are joined back
+    /// with `.` to the property name.
     Table(BTreeMap<String, PropertyValue>),
 }
 
@@ -219,26 +326,55 @@ fn flatten_properties(
     }
 }
 
+/// `[storage]` as written; checked into [`StorageSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
+    /// Root of the Hive-style partitions,
+    /// `<data_dir>/class=<class>/date=<YYYY-MM-DD>/part-*.parquet`. Default
+    /// `cdrvault-data`.
     pub data_dir: PathBuf,
+    /// Rows per Parquet row group, the unit of bloom-filter pruning (at least
+    /// 1024). Default 131072 rows.
     pub row_group_rows: usize,
+    /// A partition file is closed and a new one started after this many rows
+    /// (at least `row_group_rows`). Default 4194304 rows.
     pub max_file_rows: usize,
+    /// Upper bound, in bytes, on rows held in memory before the largest
+    /// partitions spill to run-private scratch (`<data_dir>/.spill`); ingest
+    /// gives 1/16 of it to the duplicate-id scan. At least 1 MiB. Default
+    /// 268435456 bytes (256 MiB).
     pub max_buffered_bytes: usize,
+    /// Compression of the clear (non-identifier) columns: `"zstd"`,
+    /// `"snappy"`, `"lz4"` or `"none"`; pseudonym and ciphertext columns are
+    /// never compressed. Default `"zstd"`.
     pub compression: String,
+    /// False-positive rate of the per-row-group bloom filters on pseudonym
+    /// columns, in (0, 0.5). Default 0.01.
     pub bloom_filter_fpp: f64,
 }
 
+/// `[keys]` as written; checked into [`KeySettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeys {
     /// `file` (default), `env` or `pkcs11`.
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// Key store directory (wrapped per-class, per-day keys). Must live outside
+    /// `storage.data_dir`. Default `cdrvault-keys`.
     pub store_dir: PathBuf,
+    /// Master key file (64 hex characters, mode 0600) for the `file` provider;
+    /// ignored when the `master_key_env` variable is set. Default
+    /// `cdrvault-master.key`.
     pub master_key_file: PathBuf,
+    /// Environment variable that may hold the master key instead of the file
+    /// (required for the `env` provider); empty = none. Default
+    /// `"CDRVAULT_MASTER_KEY"`.
     pub master_key_env: String,
+    /// Create the master key file and key store when neither exists (laptop
+    /// trial), only on a truly empty installation. Carriers set it to `false`
+    /// so a missing key is an error, never a new key. Default `true`.
     pub create_on_first_run: bool,
     /// Required with `provider = "pkcs11"`; also read by `keys migrate --to pkcs11`.
     #[serde(default)]
@@ -254,39 +390,76 @@ fn default_provider() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPkcs11 {
+    /// Path of the PKCS#11 library (`.so`) to load; must not be empty.
     pub module: PathBuf,
+    /// Label of the token holding the master key (1 to 32 bytes, the size of
+    /// `CK_TOKEN_INFO.label`).
     pub token_label: String,
+    /// Label of the master key object in the token (1 to 58 bytes: rotation
+    /// adds `.next` to the incoming key's label).
     pub key_label: String,
+    /// Environment variable holding the token PIN; set this or `pin_file`,
+    /// not both. Empty (the default) = unset.
     #[serde(default)]
     pub pin_env: String,
+    /// File (mode 0600) holding the token PIN; set this or `pin_env`, not
+    /// both. Empty (the default) = unset.
     #[serde(default)]
     pub pin_file: PathBuf,
 }
 
+/// `[input]` as written; checked into [`InputSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInput {
+    /// Input format: `"auto"` (by file extension, then by content), `"csv"`,
+    /// `"jsonl"` (or `"ndjson"`) or `"3gpp-ber"` (TS 32.297 CDR files).
+    /// Default `"auto"`.
     pub format: String,
+    /// UTC offset assumed for timestamps without one: `+HH:MM` / `-HH:MM`,
+    /// `Z`, `UTC` or `Asia/Seoul` (+09:00). Empty (the default) refuses such
+    /// timestamps.
     pub default_timezone: String,
+    /// CSV field delimiter: one ASCII character other than `"` and line
+    /// breaks, or `\t` for tab. Default `","`.
     pub csv_delimiter: String,
+    /// `false` (the default) refuses a CSV file with columns the mapping does
+    /// not know; `true` skips those columns.
     pub ignore_unknown_columns: bool,
+    /// `[input.columns]`: cdrvault field name → the carrier's own column name
+    /// (e.g. `caller = "CALLING_NBR"`); fields not named keep their own name.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
 }
 
+/// `[ingest]` as written; checked into [`IngestSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIngest {
+    /// Dead-letter output directory: JSON Lines with reason, source and the
+    /// encrypted raw record. Must not be inside the key store. Default
+    /// `cdrvault-deadletter`.
     pub dead_letter_dir: PathBuf,
     /// How long dead letters (and their `dead_letter` keys) are kept: one
     /// of these, at most the longest retention class; neither = 3 months.
     #[serde(default)]
     pub dead_letter_period_months: Option<u32>,
+    /// The dead-letter period in days instead of months (see
+    /// `dead_letter_period_months`); not zero, not both.
     #[serde(default)]
     pub dead_letter_period_days: Option<u32>,
+    /// Worker threads for decode/protect/encode; `0` (the default) = one per
+    /// CPU core.
     pub workers: usize,
+    /// Threads encoding and writing Parquet (partitions spread over them by
+    /// hash, each with its share of `storage.max_buffered_bytes`); `0` (the
+    /// default) = as many as `workers`.
     pub writer_threads: usize,
+    /// Input is read in chunks of this many bytes, split at record ends
+    /// (4 KiB to 256 MiB). Default 4194304 bytes (4 MiB).
     pub chunk_bytes: usize,
+    /// Drop (and count) a record whose record id was already stored in this
+    /// run. Default `true`.
     pub dedup_record_ids: bool,
 }
 
@@ -294,10 +467,16 @@ pub struct RawIngest {
 pub const DEFAULT_DEAD_LETTER_PERIOD: cdrvault_retention::Period =
     cdrvault_retention::Period::Months(3);
 
+/// `[retention]` as written; checked into a [`RetentionPolicy`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetention {
+    /// `[[retention.classes]]`: name, period in months (or `hold = true`),
+    /// description and legal basis of each class. The name `dead_letter` is
+    /// reserved.
     pub classes: Vec<ClassSpec>,
+    /// `[[retention.rules]]`: tried in order, the first match wins; a record no
+    /// rule matches is a dead letter (`no_retention_class`).
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
 }
@@ -305,19 +484,31 @@ pub struct RawRetention {
 /// Compression of clear columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Zstandard (the default).
     Zstd,
+    /// Snappy.
     Snappy,
+    /// LZ4.
     Lz4,
+    /// Uncompressed.
     None,
 }
 
+/// `[storage]`, checked: see [`RawStorage`] for each value's meaning and
+/// default.
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
+    /// Root of the partitions (`class=<class>/date=<YYYY-MM-DD>/`).
     pub data_dir: PathBuf,
+    /// Rows per Parquet row group (≥ 1024).
     pub row_group_rows: usize,
+    /// Rows per partition file at most (≥ `row_group_rows`).
     pub max_file_rows: usize,
+    /// Bytes of rows held in memory before spilling to scratch (≥ 1 MiB).
     pub max_buffered_bytes: usize,
+    /// Compression of the clear columns.
     pub compression: Compression,
+    /// False-positive rate of the pseudonym bloom filters, in (0, 0.5).
     pub bloom_filter_fpp: f64,
 }
 
@@ -336,52 +527,76 @@ pub enum KeyProvider {
 /// Where the token PIN comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinSetting {
+    /// Read the PIN from this environment variable.
     Env(String),
+    /// Read the PIN from this file (mode 0600).
     File(PathBuf),
 }
 
 /// `[keys.pkcs11]`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkcs11Settings {
+    /// Path of the PKCS#11 library.
     pub module: PathBuf,
+    /// Label of the token (1 to 32 bytes).
     pub token_label: String,
+    /// Label of the master key in the token (1 to 58 bytes).
     pub key_label: String,
+    /// Where the PIN comes from (exactly one of variable or file).
     pub pin: PinSetting,
 }
 
+/// `[keys]`, checked: see [`RawKeys`] for each value's meaning and default.
 #[derive(Debug, Clone)]
 pub struct KeySettings {
+    /// Who holds the master key.
     pub provider: KeyProvider,
     /// Present when `[keys.pkcs11]` is configured (required for `pkcs11`).
     pub pkcs11: Option<Pkcs11Settings>,
+    /// Key store directory (outside the data directory).
     pub store_dir: PathBuf,
+    /// Master key file for the `file` provider (64 hex characters, mode 0600).
     pub master_key_file: PathBuf,
     /// Variable that, when set, holds the master key (takes precedence over the file).
     pub master_key_env: Option<String>,
+    /// Whether a truly empty installation may create its master key and key
+    /// store; `false`: a missing key is an error.
     pub create_on_first_run: bool,
 }
 
+/// `[input]`, checked: see [`RawInput`] for each value's meaning and default.
 #[derive(Debug, Clone)]
 pub struct InputSettings {
     /// `None` = auto-detect.
     pub format: Option<InputFormat>,
+    /// Normalisation options: the UTC offset assumed for timestamps without
+    /// one (`input.default_timezone`; `None` refuses them).
     pub normalize: NormalizeOptions,
+    /// CSV delimiter and the unknown-column policy.
     pub csv: CsvOptions,
+    /// cdrvault field → input column name (`[input.columns]`).
     pub columns: ColumnMapping,
 }
 
+/// `[ingest]`, checked: see [`RawIngest`] for each value's meaning and default.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
+    /// Dead-letter output directory.
     pub dead_letter_dir: PathBuf,
     /// How long dead letters and their keys are kept (the purge destroys
     /// them after it, like a partition of that day).
     pub dead_letter_period: cdrvault_retention::Period,
+    /// Worker threads (resolved: `0` became the CPU core count).
     pub workers: usize,
+    /// Parquet writer threads (resolved: `0` became `workers`).
     pub writer_threads: usize,
+    /// Bytes per input chunk (4 KiB to 256 MiB).
     pub chunk_bytes: usize,
+    /// Drop records whose id was already stored in this run.
     pub dedup_record_ids: bool,
 }
 
+/// `[lookup]`, checked: see [`RawLookup`].
 #[derive(Debug, Clone)]
 pub struct LookupSettings {
     /// A request must be approved by an operator other than its creator.
@@ -455,6 +670,8 @@ pub fn parse_interval_of(
     Ok(Some(std::time::Duration::from_secs(secs)))
 }
 
+/// `[audit]`, checked: the access log's two files, in different
+/// directories and outside the data directory.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     /// The append-only, hash-chained access log.
@@ -466,6 +683,7 @@ pub struct AuditSettings {
 /// Format of Kafka message payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageFormat {
+    /// One JSON object per line; a message may hold several records.
     JsonLines,
     /// CSV rows without a header; the columns are `csv_columns`.
     Csv,
@@ -477,18 +695,28 @@ pub enum MessageFormat {
 /// Settings of `cdrvault serve`.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
+    /// Bootstrap brokers, comma-separated `host:port`.
     pub brokers: String,
+    /// Topics to consume (valid names, at least one).
     pub topics: Vec<String>,
+    /// Consumer group id.
     pub group_id: String,
+    /// Payload format of the consumed messages.
     pub input_format: MessageFormat,
     /// Column names of CSV messages, in order (empty: cdrvault's fields in
     /// their canonical order, under the names of `[input.columns]`).
     pub csv_columns: Vec<String>,
+    /// Records at which a batch is stored (≥ 1).
     pub max_batch_records: usize,
+    /// Payload bytes at which a batch is stored (4 KiB to 4 GiB).
     pub max_batch_bytes: usize,
+    /// Age of a batch's oldest message at which it is stored.
     pub max_batch_age: std::time::Duration,
+    /// Topic for refused records (encrypted); not one of `topics`.
     pub dead_letter_topic: String,
+    /// Address serving `/metrics` and `/healthz`.
     pub metrics_address: std::net::SocketAddr,
+    /// Time allowed on SIGTERM/SIGINT to store and commit before exit 1.
     pub shutdown_timeout: std::time::Duration,
     /// librdkafka properties (flattened dotted names), passed through.
     pub properties: BTreeMap<String, String>,
@@ -607,24 +835,37 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
 /// Checked configuration. Constructed only by [`validate`].
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `[storage]`.
     pub storage: StorageSettings,
+    /// `[keys]`.
     pub keys: KeySettings,
+    /// `[input]`.
     pub input: InputSettings,
+    /// `[ingest]`.
     pub ingest: IngestSettings,
     /// `None` when the file has no `[kafka]` section (`serve` then refuses to start).
     pub kafka: Option<KafkaSettings>,
+    /// Retention classes and rules (`[retention]`), checked.
     pub retention: RetentionPolicy,
+    /// `[lookup]`.
     pub lookup: LookupSettings,
+    /// `[identity]`.
     pub identity: IdentitySettings,
+    /// `[purge]`.
     pub purge: PurgeSettings,
+    /// `[compaction]`.
     pub compaction: CompactionSettings,
+    /// `[audit]`.
     pub audit: AuditSettings,
 }
 
 /// Where the configuration came from.
 #[derive(Debug, Clone)]
 pub enum Source<'a> {
+    /// The embedded [`DEFAULT_TOML`] (the laptop default).
     Embedded,
+    /// A configuration file; refused with [`ConfigError::FileMissing`] if it is
+    /// not a regular file.
     File(&'a Path),
     /// TOML text (tests).
     Text(&'a str),

@@ -6,14 +6,21 @@ use std::fmt;
 /// The kinds of identifier a CDR carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentifierKind {
+    /// A subscriber number (caller or callee), kept in E.164 form.
     Msisdn,
+    /// International Mobile Subscriber Identity.
     Imsi,
+    /// International Mobile Equipment Identity (or IMEISV).
     Imei,
+    /// Cell-site identifier (location data).
     CellId,
+    /// IPv4 or IPv6 address of an internet session.
     Ip,
 }
 
 impl IdentifierKind {
+    /// The kind's stable lower-case name (`msisdn`, `imsi`, `imei`, `cell_id`,
+    /// `ip`): what `Display` prints, e.g. in reject reasons.
     pub const fn name(self) -> &'static str {
         match self {
             IdentifierKind::Msisdn => "msisdn",
@@ -222,12 +229,16 @@ pub struct Imsi(Inline<15>);
 redacting_fmt!(Imsi, IdentifierKind::Imsi);
 
 impl Imsi {
+    /// Parses an IMSI: surrounding whitespace is trimmed, then 6 to 15 ASCII
+    /// digits. The error is a fixed phrase, never the input.
     pub fn parse(s: &str) -> Result<Imsi, &'static str> {
         let d = digits_only(s, 6, 15)?;
         Inline::from_ascii(d.as_bytes())
             .map(Imsi)
             .ok_or("too many digits")
     }
+    /// The IMSI's digits. Plaintext personal data: for pseudonymising, sealing
+    /// and the lawful release only.
     pub fn expose(&self) -> &str {
         self.0.as_str()
     }
@@ -241,12 +252,17 @@ pub struct Imei(Inline<16>);
 redacting_fmt!(Imei, IdentifierKind::Imei);
 
 impl Imei {
+    /// Parses an IMEI: surrounding whitespace is trimmed, then 14 to 16 ASCII
+    /// digits (the Luhn check digit is not enforced). The error is a fixed
+    /// phrase, never the input.
     pub fn parse(s: &str) -> Result<Imei, &'static str> {
         let d = digits_only(s, 14, 16)?;
         Inline::from_ascii(d.as_bytes())
             .map(Imei)
             .ok_or("too many digits")
     }
+    /// The IMEI's digits. Plaintext personal data: for pseudonymising, sealing
+    /// and the lawful release only.
     pub fn expose(&self) -> &str {
         self.0.as_str()
     }
@@ -259,7 +275,11 @@ pub struct CellId(String);
 redacting_fmt!(CellId, IdentifierKind::CellId);
 
 impl CellId {
+    /// Longest cell identifier accepted, in bytes.
     pub const MAX_LEN: usize = 64;
+    /// Parses a cell identifier: trimmed, 1 to [`CellId::MAX_LEN`] printable
+    /// ASCII characters without spaces. The error is a fixed phrase, never the
+    /// input.
     pub fn parse(s: &str) -> Result<CellId, &'static str> {
         let s = s.trim();
         if s.is_empty() {
@@ -273,6 +293,8 @@ impl CellId {
         }
         Ok(CellId(s.to_owned()))
     }
+    /// The cell identifier as given. Plaintext personal data (it locates a
+    /// subscriber): for pseudonymising, sealing and the lawful release only.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -284,12 +306,16 @@ pub struct IpAddr(std::net::IpAddr);
 redacting_fmt!(IpAddr, IdentifierKind::Ip);
 
 impl IpAddr {
+    /// Parses an IPv4 or IPv6 address (trimmed). The error is a fixed phrase,
+    /// never the input.
     pub fn parse(s: &str) -> Result<IpAddr, &'static str> {
         s.trim()
             .parse::<std::net::IpAddr>()
             .map(IpAddr)
             .map_err(|_| "not an IPv4 or IPv6 address")
     }
+    /// The address. Plaintext personal data: for pseudonymising, sealing and
+    /// the lawful release only.
     pub fn expose(&self) -> std::net::IpAddr {
         self.0
     }

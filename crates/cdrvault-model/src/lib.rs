@@ -43,14 +43,28 @@ pub struct Cdr {
     /// caller; see [`caller_may_be_absent`]): the served subscriber is then
     /// the callee.
     pub caller: Option<Msisdn>,
+    /// Called number (E.164), when the record has one.
     pub callee: Option<Msisdn>,
+    /// Subscriber identity (IMSI) of the served party, when recorded.
     pub imsi: Option<Imsi>,
+    /// Device identity (IMEI or IMEISV) of the served party, when recorded.
     pub imei: Option<Imei>,
+    /// Start of the call or session: microseconds since the Unix epoch, UTC.
+    /// The partition date is this instant's calendar day in KST.
     pub start_us: i64,
+    /// End of the call or session: microseconds since the Unix epoch, UTC;
+    /// never before `start_us`. When the input had no end time it is
+    /// `start_us + duration_s` (or `start_us`).
     pub end_us: i64,
+    /// Duration in seconds as the record gave it; not recomputed from the
+    /// times.
     pub duration_s: Option<i64>,
+    /// Usage count (사용도수, data category 라) as the record gave it
+    /// (non-negative).
     pub usage_count: Option<i64>,
+    /// Cell site serving the subscriber (location data: personal data).
     pub cell_id: Option<CellId>,
+    /// IP address of an internet session (access-location data).
     pub ip: Option<IpAddr>,
 }
 
@@ -120,8 +134,11 @@ impl Cdr {
 /// reason can be logged, counted and written to the dead-letter output as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RejectReason {
+    /// The input is not well-formed in its format (for example a JSON syntax
+    /// error or an unterminated CSV quote).
     #[error("malformed {format} record: {detail}")]
     Malformed {
+        /// The input format that failed, e.g. `json` or `csv`.
         format: &'static str,
         /// Position-only description from the parser (never record content).
         detail: String,
@@ -129,45 +146,99 @@ pub enum RejectReason {
     /// A key the column mapping does not know. Its name is input (a key
     /// can be a phone number), so only its length is given.
     #[error("unknown field: a {bytes}-byte name that the column mapping ([input.columns]) does not know (not shown: reasons never quote input)")]
-    UnknownField { bytes: usize },
+    UnknownField {
+        /// Length of the unknown name, in bytes.
+        bytes: usize,
+    },
+    /// A JSON object names the same field twice; refused rather than
+    /// guessing which value counts.
     #[error("field {field} appears more than once")]
-    DuplicateField { field: Field },
+    DuplicateField {
+        /// The field named twice.
+        field: Field,
+    },
+    /// A CSV row has a different number of columns than its header.
     #[error("wrong number of columns: expected {expected}, found {found}")]
-    ColumnCount { expected: usize, found: usize },
+    ColumnCount {
+        /// Columns in the header.
+        expected: usize,
+        /// Columns in this row.
+        found: usize,
+    },
+    /// A required field is absent or blank: `record_id`, `record_type`,
+    /// `service`, `start_time`, or the caller (the callee on a
+    /// mobile-terminated record that has neither number).
     #[error("required field {field} is missing or empty")]
-    Missing { field: Field },
+    Missing {
+        /// The missing field.
+        field: Field,
+    },
+    /// An identifier field does not parse as its kind (a number that is not a
+    /// valid E.164 / Korean number, an IMSI or IMEI with the wrong digit count,
+    /// ...). The problem is a fixed phrase, never the value.
     #[error("field {field} is not a valid {kind}: {problem}")]
     InvalidIdentifier {
+        /// The field that was refused.
         field: Field,
+        /// The kind the field must hold.
         kind: IdentifierKind,
+        /// Fixed description of what is wrong (e.g. "too many digits").
         problem: &'static str,
     },
+    /// `start_time` or `end_time` is not a usable timestamp (see
+    /// [`TimestampError`]).
     #[error("field {field}: {source}")]
     Timestamp {
+        /// `start_time` or `end_time`.
         field: Field,
+        /// Why the timestamp was refused.
         #[source]
         source: TimestampError,
     },
+    /// `end_time` is earlier than `start_time`.
     #[error("end_time is before start_time")]
     EndBeforeStart,
+    /// The start time lies more than 24 hours after the moment the record
+    /// was ingested (a clock or export error); a retention period cannot
+    /// start from it.
     #[error("field {field} is more than 24 hours in the future")]
-    InFuture { field: Field },
+    InFuture {
+        /// The time field that is in the future (`start_time`).
+        field: Field,
+    },
+    /// `duration_s` or `usage_count` is not a non-negative integer that fits
+    /// in 32 bits.
     #[error("field {field} is not a non-negative integer")]
-    InvalidNumber { field: Field },
+    InvalidNumber {
+        /// `duration_s` or `usage_count`.
+        field: Field,
+    },
+    /// A clear text field is longer than allowed: `record_id` at most 128
+    /// bytes, `record_type` and `service` at most 32.
     #[error("field {field} is too long ({len} bytes, at most {max})")]
     TooLong {
+        /// The field that was too long.
         field: Field,
+        /// Its length in bytes (never its content).
         len: usize,
+        /// The largest length allowed, in bytes.
         max: usize,
     },
+    /// `record_type` or `service` holds characters outside `[a-z0-9_-]`
+    /// (compared lower-cased), or `record_id` holds a control character.
     #[error("field {field} has characters outside [a-z0-9_-]")]
-    InvalidToken { field: Field },
+    InvalidToken {
+        /// The field holding the characters.
+        field: Field,
+    },
     /// No rule (nor the numbering-plan fallback) assigns the record a class.
     /// The values are input, so only their lengths are given; see
     /// [`RejectReason::no_retention_class`].
     #[error("no retention class rule matches the record's record_type ({record_type_chars} characters) and service ({service_chars} characters); values not shown: reasons never quote input")]
     NoRetentionClass {
+        /// Length of the record's `record_type`, in characters.
         record_type_chars: usize,
+        /// Length of the record's `service`, in characters.
         service_chars: usize,
     },
     /// A TS 32.297 CDR file or TS 32.298 record that cannot be used: `code`
@@ -176,7 +247,12 @@ pub enum RejectReason {
     /// `unknown_record_type`), `detail` explains it with positions and
     /// counts only.
     #[error("3GPP CDR file: {detail}")]
-    CdrFile { code: &'static str, detail: String },
+    CdrFile {
+        /// The problem's stable code (also [`RejectReason::code`]).
+        code: &'static str,
+        /// Explanation with positions and counts only.
+        detail: String,
+    },
 }
 
 impl RejectReason {

@@ -4,18 +4,34 @@ use std::fmt;
 /// The logical fields of a CDR, in their canonical order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
+    /// `record_id`: the carrier's record identifier (required, at most 128 bytes).
     RecordId,
+    /// `record_type`: the network / record type, e.g. a TS 32.298 record name
+    /// (required; selects the retention class).
     RecordType,
+    /// `caller`: the calling (served) subscriber's number; an identifier.
     Caller,
+    /// `callee`: the called number; an identifier.
     Callee,
+    /// `imsi`: the subscriber identity; an identifier.
     Imsi,
+    /// `imei`: the device identity; an identifier.
     Imei,
+    /// `start_time`: when the call or session began (required; a timestamp
+    /// with a UTC offset unless a default is configured).
     StartTime,
+    /// `end_time`: when it ended (optional; not before `start_time`).
     EndTime,
+    /// `duration_s`: duration in seconds (optional non-negative integer).
     DurationS,
+    /// `usage_count`: usage count (optional non-negative integer).
     UsageCount,
+    /// `cell_id`: the serving cell site; an identifier (location data).
     CellId,
+    /// `service`: the service, e.g. `voice`, `sms`, `data` (required; selects
+    /// the retention class when no record type rule matches).
     Service,
+    /// `ip`: IP address of an internet session; an identifier.
     Ip,
 }
 
@@ -90,6 +106,7 @@ pub struct RawRecord<'a> {
 }
 
 impl<'a> RawRecord<'a> {
+    /// An empty record: every field absent.
     pub fn new() -> Self {
         Self::default()
     }
@@ -104,10 +121,13 @@ impl<'a> RawRecord<'a> {
         self.values[field as usize] = v;
     }
 
+    /// The field's text, or `None` if absent (blank values are stored as
+    /// absent). May be a plaintext identifier.
     pub fn get(&self, field: Field) -> Option<&str> {
         self.values[field as usize].as_deref()
     }
 
+    /// True if the field has a non-blank value.
     pub fn is_set(&self, field: Field) -> bool {
         self.values[field as usize].is_some()
     }

@@ -17,11 +17,18 @@ pub enum Target {
 /// A target that does not parse. Holds no part of the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
+    /// The kind is not `msisdn` (or `number`, `phone`), `imsi` or `imei`.
     #[error("unknown target kind {kind:?}: use msisdn, imsi or imei")]
-    UnknownKind { kind: String },
+    UnknownKind {
+        /// The kind given, reduced to its first 16 ASCII letters.
+        kind: String,
+    },
+    /// The value does not parse as the named kind.
     #[error("not a valid {kind}: {problem}")]
     Invalid {
+        /// The kind that was asked for (`msisdn`, `imsi` or `imei`).
         kind: &'static str,
+        /// Fixed description of what is wrong (never the value).
         problem: &'static str,
     },
 }

@@ -5,12 +5,17 @@ use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 /// Why a timestamp was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TimestampError {
+    /// Not of the form `YYYY-MM-DD[T ]HH:MM:SS[.fraction][offset]`.
     #[error("timestamp is not of the form YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM]")]
     Format,
+    /// No UTC offset, and `input.default_timezone` is not configured: the
+    /// instant (hence the KST partition day) would be a guess.
     #[error("timestamp has no UTC offset and no default time zone is configured")]
     NoOffset,
+    /// A date or time that does not exist (e.g. February 30th, hour 25).
     #[error("timestamp names a date or time that does not exist")]
     InvalidDate,
+    /// The UTC offset is out of range.
     #[error("timestamp offset is out of range")]
     InvalidOffset,
 }

@@ -36,12 +36,24 @@ use serde_json::{json, Value};
 
 pub use report::{parse_half, AuthorityLine, HalfReport};
 
+/// Access-log kind: a request was registered (its spec is the entry's data).
+/// The request is then pending.
 pub const CREATED: &str = "request.created";
+/// Access-log kind: a pending request was approved (under dual control, by
+/// another operator than its creator). The request is then approved.
 pub const APPROVED: &str = "request.approved";
+/// Access-log kind: a pending or approved request was cancelled; final.
 pub const CANCELLED: &str = "request.cancelled";
+/// Access-log kind: a request command was refused (data: action, code,
+/// message, and the authority when known); counted by the semiannual report.
 pub const REFUSED: &str = "request.refused";
+/// Access-log kind: execution began, appended before any data is read.
 pub const EXECUTING: &str = "request.executing";
+/// Access-log kind: execution finished and the results were written
+/// (data: partitions scanned, rows, outputs, what is not held); final.
 pub const EXECUTED: &str = "request.executed";
+/// Access-log kind: execution failed; the request returns to approved and
+/// may be executed again.
 pub const FAILED: &str = "request.failed";
 
 /// `purpose` under which targets are sealed in the access log.
@@ -51,7 +63,9 @@ pub const TARGET_PURPOSE: &str = "request-target";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refused ({code}): {message}")]
 pub struct Refusal {
+    /// Why, as a stable code (logged and counted by the report).
     pub code: RefusalCode,
+    /// Explanation for the operator; never contains an identifier.
     pub message: String,
 }
 
@@ -59,16 +73,29 @@ pub struct Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalCode {
+    /// No court permission / warrant number (통신비밀보호법 제13조②).
     MissingWarrant,
+    /// The requesting authority is missing.
     MissingAuthority,
+    /// The request id is not `<country>-<organisation>-<number>` with the
+    /// configured country code.
     BadRequestId,
+    /// A request with this id already exists in the log.
     DuplicateRequest,
+    /// No request with this id exists in the log.
     UnknownRequest,
+    /// The time window does not start before it ends.
     BadWindow,
+    /// The time window starts in the future: only past communications can be
+    /// requested.
     WindowInFuture,
+    /// The whole window is beyond every retention period: no such data is held.
     OutsideRetention,
+    /// A target does not parse as its kind (msisdn, imsi, imei).
     MalformedTarget,
+    /// The request names no target.
     NoTargets,
+    /// A data category is not one of 가–사 (or none is given).
     BadCategory,
     /// The signing key is not registered to any operator (or nobody is
     /// registered yet).
@@ -80,13 +107,21 @@ pub enum RefusalCode {
     /// The operator registry does not start with the configured bootstrap
     /// administrator (or none is configured): nobody may act.
     RegistryMismatch,
+    /// The operator's registered key lacks the role the action needs.
     WrongRole,
     /// Dual control: signed with the key that created the request.
     SelfApproval,
+    /// The request is not pending (approval), or is no longer pending or
+    /// approved (cancellation).
     NotPending,
+    /// Execution of a request that has not been approved.
     NotApproved,
+    /// Execution of a cancelled request.
     Cancelled,
+    /// Execution of a request already executed; a new request is needed.
     AlreadyExecuted,
+    /// Execution of a request that is being executed, or whose execution was
+    /// interrupted (`request.executing` without an outcome).
     InProgress,
     /// An operator registration or revocation the registry rules refuse.
     RegistrationRefused,
@@ -99,6 +134,8 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
+    /// The code's stable snake_case name, as logged in `request.refused` and
+    /// other `*.refused` entries.
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalCode::MissingWarrant => "missing_warrant",
@@ -137,6 +174,7 @@ impl std::fmt::Display for RefusalCode {
     }
 }
 
+/// A [`Refusal`] with `code` and `message` (which must name no identifier).
 pub fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
@@ -247,30 +285,46 @@ pub fn sanitize(s: &str) -> String {
 /// A request as its creator gives it, targets already sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestSpec {
+    /// The requesting authority (the organisation that sent the request).
     pub authority: String,
+    /// Court permission / warrant number (통신비밀보호법 제13조②); not empty.
     pub warrant: String,
+    /// The legal basis the request cites, as given.
     pub legal_basis: String,
+    /// The numbers and devices asked about, sealed (never in clear in the log).
     pub targets: Vec<SealedTarget>,
+    /// Start of the time window (inclusive, UTC).
     pub from: DateTime<Utc>,
+    /// End of the time window (exclusive, UTC); after `from`.
     pub to: DateTime<Utc>,
+    /// Data categories asked for (가–사, see [`CATEGORIES`]), in that order.
     pub categories: Vec<String>,
 }
 
 /// A target in the access log: its kind in clear, its value encrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedTarget {
+    /// `msisdn`, `imsi` or `imei`.
     pub kind: String,
+    /// The canonical value sealed with [`AuditLog::seal_text`](cdrvault_audit::AuditLog::seal_text)
+    /// under the audit key for [`TARGET_PURPOSE`]; readable only with the key.
     pub sealed: String,
 }
 
 /// The fields of a request that are checked before targets are parsed.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateCheck<'a> {
+    /// The request id.
     pub id: &'a str,
+    /// The requesting authority.
     pub authority: &'a str,
+    /// The warrant number.
     pub warrant: &'a str,
+    /// Start of the window (inclusive, UTC).
     pub from: DateTime<Utc>,
+    /// End of the window (exclusive, UTC).
     pub to: DateTime<Utc>,
+    /// The current instant, against which "in the future" and retention are judged.
     pub now: DateTime<Utc>,
 }
 
@@ -335,15 +389,20 @@ pub fn check_create(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Created, awaiting approval.
     Pending,
+    /// Approved; may be executed (also after a failed execution).
     Approved,
     /// `request.executing` without its outcome: running now, or interrupted.
     Executing,
+    /// Executed: the results were released; final.
     Executed,
+    /// Cancelled before execution; final.
     Cancelled,
 }
 
 impl Status {
+    /// The status's snake_case name (`pending`, `approved`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -358,16 +417,26 @@ impl Status {
 /// A request's state, folded from the log.
 #[derive(Debug, Clone, Serialize)]
 pub struct Request {
+    /// The request id (the entries' `subject`).
     pub id: String,
+    /// Current status, from the last relevant entry.
     pub status: Status,
+    /// Operator who created it (the `request.created` actor).
     pub created_by: String,
+    /// When it was created (UTC).
     pub created_at: DateTime<Utc>,
+    /// What was requested.
     #[serde(flatten)]
     pub spec: RequestSpec,
+    /// Operator who approved it, once approved.
     pub approved_by: Option<String>,
+    /// When it was approved (UTC).
     pub approved_at: Option<DateTime<Utc>>,
+    /// Operator who cancelled it, if cancelled.
     pub cancelled_by: Option<String>,
+    /// When execution finished (UTC), once executed.
     pub executed_at: Option<DateTime<Utc>>,
+    /// Records released by the execution (`rows` of `request.executed`).
     pub rows_provided: Option<u64>,
 }
 

@@ -17,6 +17,7 @@ use crate::{fold, CREATED, EXECUTED, REFUSED};
 /// One requesting authority's line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuthorityLine {
+    /// The requesting authority, as given in its requests (`total` for the sum line).
     pub authority: String,
     /// Requests created in the half.
     pub requests_received: u64,
@@ -37,8 +38,11 @@ pub struct HalfReport {
     pub half: String,
     /// First and last day (KST).
     pub from: NaiveDate,
+    /// Last day of the half (KST, inclusive).
     pub to: NaiveDate,
+    /// One line per requesting authority.
     pub by_authority: Vec<AuthorityLine>,
+    /// The sum over all authorities.
     pub total: AuthorityLine,
     /// Every refusal in the half (any command), by reason code.
     pub refusals_by_reason: BTreeMap<String, u64>,

@@ -44,13 +44,22 @@ pub enum DayBound {
 pub enum DateError {
     /// Not `YYYY-MM-DD`.
     #[error("{given:?} is not a date (YYYY-MM-DD)")]
-    NotADay { given: String },
+    NotADay {
+        /// The text given (at most its first 40 characters).
+        given: String,
+    },
     /// Neither `YYYY-MM-DD` nor RFC 3339.
     #[error("{given:?} is neither YYYY-MM-DD nor an RFC 3339 time")]
-    NotAnInstant { given: String },
+    NotAnInstant {
+        /// The text given (at most its first 40 characters).
+        given: String,
+    },
     /// Not RFC 3339.
     #[error("{given:?} is not an RFC 3339 time")]
-    NotRfc3339 { given: String },
+    NotRfc3339 {
+        /// The text given (at most its first 40 characters).
+        given: String,
+    },
     /// Beyond the calendar.
     #[error("date out of range")]
     OutOfRange,

@@ -35,32 +35,74 @@ const UNIX_EPOCH_CE_DAYS: i32 = 719_163;
 /// Errors in a retention configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RetentionError {
+    /// A class name that is not 1 to 64 of `[a-z0-9_]` (it becomes a directory
+    /// name, `class=<name>`).
     #[error("retention class name {name:?} must match [a-z0-9_]{{1,64}}")]
-    InvalidClassName { name: String },
+    InvalidClassName {
+        /// The class name as configured.
+        name: String,
+    },
+    /// Two classes with the same name.
     #[error("retention class {name:?} is defined twice")]
-    DuplicateClass { name: String },
+    DuplicateClass {
+        /// The class name as configured.
+        name: String,
+    },
+    /// A class with none or more than one of `period_months`, `period_days`
+    /// and `hold = true`.
     #[error(
         "retention class {name:?} needs exactly one of period_months, period_days or hold = true"
     )]
-    BadPeriod { name: String },
+    BadPeriod {
+        /// The class name as configured.
+        name: String,
+    },
+    /// A rule assigns records to a class that is not configured.
     #[error("rule {index} names unknown retention class {class:?}")]
-    UnknownClassInRule { index: usize, class: String },
+    UnknownClassInRule {
+        /// 0-based position of the rule in `[[retention.rules]]`.
+        index: usize,
+        /// The class it names.
+        class: String,
+    },
+    /// A rule assigns records to the legal-hold class; records reach it only
+    /// through `hold add`.
     #[error("rule {index} assigns records to hold class {class:?}; holds are applied by `hold add`, not by rules")]
-    RuleTargetsHold { index: usize, class: String },
+    RuleTargetsHold {
+        /// 0-based position of the rule in `[[retention.rules]]`.
+        index: usize,
+        /// The hold class it names.
+        class: String,
+    },
+    /// `[[retention.classes]]` is empty.
     #[error("no retention classes are configured")]
     NoClasses,
+    /// Not exactly one class has `hold = true` (the legal-hold class).
     #[error("exactly one class must have hold = true (found {found})")]
-    HoldClassCount { found: usize },
+    HoldClassCount {
+        /// Classes with `hold = true`.
+        found: usize,
+    },
+    /// A caller prefix that is not `+` followed by 1 to 15 digits.
     #[error(
         "rule {index}: caller prefix {prefix:?} must be '+' and 1 to 15 digits (an E.164 prefix)"
     )]
-    BadCallerPrefix { index: usize, prefix: String },
+    BadCallerPrefix {
+        /// 0-based position of the rule in `[[retention.rules]]`.
+        index: usize,
+        /// The prefix as configured.
+        prefix: String,
+    },
 }
 
 /// How long a class keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
+    /// Kept through the end of date + this many calendar months (민법 제160조:
+    /// a missing day clamps to the month's last day), e.g. 12 for mobile and 6
+    /// for fixed-line telephony, 3 for internet logs (통신비밀보호법 시행령 제41조).
     Months(u32),
+    /// Kept through the end of date + this many days.
     Days(u32),
     /// Legal hold: kept until the hold is released.
     UntilReleased,
@@ -140,14 +182,20 @@ pub fn kst_today(now: DateTime<Utc>) -> NaiveDate {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClassSpec {
+    /// The class name (1 to 64 of `[a-z0-9_]`; `class=<name>` on disk), e.g.
+    /// `mobile`.
     pub name: String,
+    /// Retention period in calendar months (e.g. 12 mobile, 6 fixed, 3
+    /// internet: 통신비밀보호법 시행령 제41조②); one of this, `period_days` or `hold`.
     #[serde(default)]
     pub period_months: Option<u32>,
+    /// Retention period in days; one of this, `period_months` or `hold`.
     #[serde(default)]
     pub period_days: Option<u32>,
     /// The legal-hold class: kept until released.
     #[serde(default)]
     pub hold: bool,
+    /// What data the class holds, for people (e.g. the categories 가–사 it covers).
     #[serde(default)]
     pub description: String,
     /// The legal basis, e.g. "통신비밀보호법 시행령 제41조② 1호".
@@ -162,12 +210,17 @@ pub struct ClassSpec {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Record types that match (case-insensitive); empty = any.
     #[serde(default)]
     pub record_types: Vec<String>,
+    /// Services that match (case-insensitive); empty = any.
     #[serde(default)]
     pub services: Vec<String>,
+    /// E.164 prefixes (`+` and 1 to 15 digits) of the subscriber's normalised
+    /// number that match; empty = any.
     #[serde(default)]
     pub caller_prefixes: Vec<String>,
+    /// The class a matching record goes to (a configured, non-hold class).
     pub class: String,
 }
 
@@ -183,9 +236,13 @@ fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
 /// A validated retention class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionClass {
+    /// The class name (`class=<name>` on disk).
     pub name: String,
+    /// How long its partitions are kept.
     pub period: Period,
+    /// What data the class holds.
     pub description: String,
+    /// The legal basis of its period, recorded for auditors.
     pub basis: String,
 }
 
@@ -340,10 +397,12 @@ impl RetentionPolicy {
             .map(|r| r.class)
     }
 
+    /// The class `id` names. `id` must come from this policy.
     pub fn class(&self, id: ClassId) -> &RetentionClass {
         &self.classes[id.0 as usize]
     }
 
+    /// Every class with its id, in configuration order.
     pub fn classes(&self) -> impl Iterator<Item = (ClassId, &RetentionClass)> {
         self.classes
             .iter()
@@ -351,6 +410,7 @@ impl RetentionPolicy {
             .map(|(i, c)| (ClassId(i as u16), c))
     }
 
+    /// The id of the class called `name`, if configured.
     pub fn by_name(&self, name: &str) -> Option<ClassId> {
         self.classes
             .iter()
