@@ -121,7 +121,7 @@ pub enum Role {
     UserLocation,
     /// [`PdpAddress`] (explicitly tagged CHOICE) → ip.
     PdpAddress,
-    /// `SEQUENCE OF ChangeOfCharCondition`: the uplink [3] and downlink [4]
+    /// `SEQUENCE OF ChangeOfCharCondition`: the uplink \[3\] and downlink \[4\]
     /// INTEGER data volumes → usage count.
     Volumes,
     /// `TimeStamp` (OCTET STRING (SIZE(9))) → start time; enters the id.
