@@ -27,8 +27,8 @@ pub struct Protect {
     /// Retention policy: assigns each record its class and drops records
     /// already expired on arrival.
     pub policy: RetentionPolicy,
-    /// How identifiers are normalised (e.g. national to E.164) before
-    /// pseudonymisation.
+    /// Record normalisation options: the UTC offset assumed for timestamps
+    /// that carry none (`None` refuses such records).
     pub normalize: NormalizeOptions,
     /// Source of the per-(class, KST day) pseudonym and data keys and of the
     /// dead-letter keys.

@@ -54,7 +54,7 @@ pub struct IngestOptions {
     pub format: Option<InputFormat>,
     /// Which CSV column / JSON key feeds which record field.
     pub mapping: ColumnMapping,
-    /// CSV dialect (delimiter, unknown columns).
+    /// CSV dialect (delimiter, whether unknown columns are ignored).
     pub csv: CsvOptions,
     /// Root of the partition store.
     pub data_dir: PathBuf,

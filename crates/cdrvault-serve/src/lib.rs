@@ -94,12 +94,14 @@ pub struct ServeOptions {
     pub chunk_bytes: usize,
     /// Which CSV column / JSON key feeds which record field.
     pub mapping: ColumnMapping,
-    /// CSV dialect of the messages (delimiter, header columns, unknown columns).
+    /// CSV dialect of the messages (delimiter, whether unknown columns are
+    /// ignored).
     pub csv: CsvOptions,
     /// Retention classes and periods: decides each record's class and
     /// drops records already past retention.
     pub policy: RetentionPolicy,
-    /// How identifiers are normalised before pseudonymisation.
+    /// Record normalisation options: the UTC offset assumed for timestamps
+    /// that carry none (`None` refuses such records).
     pub normalize: NormalizeOptions,
     /// Pseudonym and encryption keys; no record is stored without them.
     pub keys: Arc<KeyStore>,
