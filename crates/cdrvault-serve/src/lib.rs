@@ -85,9 +85,12 @@ pub enum ServeError {
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Brokers, group, topics (input and dead-letter) and client settings.
+    /// Brokers, group, input topics and message format, batch limits
+    /// (records, bytes, age), dead-letter topic, metrics address and client
+    /// properties.
     pub kafka: KafkaSettings,
-    /// When a batch is cut (records, bytes, age) and how it is stored.
+    /// How a batch is stored: data directory, writer tuning, worker threads
+    /// and record-id deduplication.
     pub batch: BatchOptions,
     /// Size in bytes of the chunks a partition's message stream is split
     /// into for parallel decoding.
