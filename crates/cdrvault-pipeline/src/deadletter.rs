@@ -35,8 +35,8 @@ pub struct DeadLetterEntry {
     /// Seal context id (hex) and `nonce||ciphertext||tag` (base64). The
     /// associated data is `cdrvault/v1/dead-letter|<line>`.
     pub seal_ctx: String,
-    /// The refused record's raw bytes, sealed (base64); the only place the
-    /// record's identifiers are kept, and only encrypted.
+    /// The refused record's raw bytes, sealed (base64): its plaintext
+    /// identifiers appear in the dead-letter output only in this form.
     pub sealed_record: String,
 }
 

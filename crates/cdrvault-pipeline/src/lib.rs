@@ -51,7 +51,7 @@ pub enum PipelineError {
         source: std::io::Error,
     },
     /// An input's CSV header (or the column mapping applied to it) is
-    /// unusable; nothing of that input is read.
+    /// unusable; found while preparing the sources, before anything is stored.
     #[error("input {path}: {source}")]
     Header {
         /// The input path.
@@ -61,7 +61,8 @@ pub enum PipelineError {
         source: cdrvault_decode::DecodeError,
     },
     #[error("no input files found under {path}")]
-    /// An input directory holds no file to ingest.
+    /// An input directory holds no file with an input extension (`.csv`,
+    /// `.jsonl`, `.ber`, ...).
     NoInputFiles {
         /// The directory given as input.
         path: PathBuf,

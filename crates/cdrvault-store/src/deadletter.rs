@@ -93,7 +93,7 @@ pub struct DeadLetterFile {
     /// Its file name (either naming form).
     pub name: String,
     /// The KST day of the `dead_letter` key its entries are sealed under;
-    /// the purge destroys that key (and the file) when the day expires.
+    /// the purge destroys that key when the day's dead letters expire.
     pub key_date: NaiveDate,
     /// The run's input fingerprint (32 hex digits); `None` for names of
     /// earlier versions.
