@@ -274,7 +274,7 @@ pub struct LookupResult {
     pub scanned: Vec<PartitionKey>,
     /// The parts of the window that are no longer (or never were) held.
     pub not_held: Vec<NotHeld>,
-    /// Work done, for the audit log and operators (counts only).
+    /// Work done (counts only, no record content).
     pub stats: LookupStats,
 }
 
