@@ -28,12 +28,17 @@ pub fn python() -> String {
 /// records it must store and the dead letters it must give).
 #[derive(Debug)]
 pub struct BerFixture {
+    /// The temporary directory holding the generated files (removed on drop).
     pub dir: tempfile::TempDir,
+    /// `truth.jsonl` parsed: one JSON object per record of `good.ber`, in
+    /// file order.
     pub truth: Vec<Value>,
+    /// `bad.json` parsed: what storing `bad.ber` must store and dead-letter.
     pub bad: Value,
 }
 
 impl BerFixture {
+    /// Path of the generated file `name` (e.g. `good.ber`) in [`dir`](Self::dir).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

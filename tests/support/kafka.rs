@@ -20,6 +20,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 pub struct Broker {
     /// `127.0.0.1:<port>`
     pub addr: String,
+    /// Process id of the broker (tansu) process, killed when the test
+    /// process exits.
     pub pid: u32,
 }
 
@@ -293,12 +295,16 @@ impl Broker {
 /// A message read back by [`Broker::read_all`].
 #[derive(Debug, Clone)]
 pub struct ReadMessage {
+    /// The message key as UTF-8 text, if the message had one.
     pub key: Option<String>,
+    /// The message headers (name, value as text), in message order.
     pub headers: Vec<(String, String)>,
+    /// The message value bytes (empty if it had none).
     pub payload: Vec<u8>,
 }
 
 impl ReadMessage {
+    /// The value of the first header named `k`, if any.
     pub fn header(&self, k: &str) -> Option<&str> {
         self.headers
             .iter()

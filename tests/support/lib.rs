@@ -40,6 +40,7 @@ pub fn bin() -> PathBuf {
 /// under one temporary directory.
 #[derive(Debug)]
 pub struct Sandbox {
+    /// The sandbox root; removed (with everything in it) when dropped.
     pub dir: tempfile::TempDir,
 }
 
@@ -50,6 +51,8 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
+    /// An empty sandbox in a fresh temporary directory (no key store, no
+    /// operators yet).
     pub fn new() -> Self {
         Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -62,24 +65,32 @@ impl Sandbox {
         sb.register_operators(OPERATORS);
         sb
     }
+    /// `rel` under the sandbox root.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
+    /// The partition store root (`storage.data_dir`): `data/`.
     pub fn data_dir(&self) -> PathBuf {
         self.path("data")
     }
+    /// The key store directory (`keys.store_dir`): `keys/`.
     pub fn keys_dir(&self) -> PathBuf {
         self.path("keys")
     }
+    /// The master key file (`keys.master_key_file`): `secrets/master.key`.
     pub fn master_key(&self) -> PathBuf {
         self.path("secrets/master.key")
     }
+    /// Where rejected records go (`ingest.dead_letter_dir`): `deadletter/`.
     pub fn dead_letter_dir(&self) -> PathBuf {
         self.path("deadletter")
     }
+    /// The access (audit) log file (`audit.log_file`): `audit/access.log`.
     pub fn audit_log(&self) -> PathBuf {
         self.path("audit/access.log")
     }
+    /// The audit log's head file (`audit.head_file`), kept in the key store
+    /// directory: `keys/audit-head.json`.
     pub fn audit_head(&self) -> PathBuf {
         self.keys_dir().join("audit-head.json")
     }
@@ -135,6 +146,8 @@ impl Sandbox {
         self.signed(self.cmd(), args)
     }
 
+    /// Runs [`cmd_with`](Self::cmd_with)`(args)` to completion and returns
+    /// its status and captured stdout / stderr (panics only if it cannot start).
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd_with(args).output().expect("run cdrvault")
     }
@@ -346,10 +359,16 @@ pub fn duckdb_count_all(dir: &Path) -> Result<u64, String> {
 /// for the test to print before it skips.
 #[derive(Debug)]
 pub struct Tmpfs {
+    /// The mount point.
     pub path: PathBuf,
 }
 
 impl Tmpfs {
+    /// Creates `path` and mounts a tmpfs of `bytes` bytes on it.
+    ///
+    /// # Errors
+    ///
+    /// Why it could not be mounted (not root, no `mount`, ...), as text.
     pub fn mount(path: &Path, bytes: u64) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let o = Command::new("mount")
@@ -429,6 +448,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// One line of the generator's ground truth (`cdrvault generate --truth`).
 pub use cdrvault_synth::Truth;
 
+/// Reads a ground-truth JSON Lines file; panics on a missing file or a bad
+/// line (a test bug).
 pub fn read_truth(path: &Path) -> Vec<Truth> {
     std::fs::read_to_string(path)
         .expect("truth file")
@@ -441,19 +462,32 @@ pub fn read_truth(path: &Path) -> Vec<Truth> {
 /// A stored record, decrypted: what an investigator would be handed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StoredRecord {
+    /// Retention class of the partition it was read from.
     pub class: String,
+    /// Partition date (KST), `YYYY-MM-DD`.
     pub date: String,
+    /// Record id as ingested.
     pub record_id: String,
+    /// Record type as ingested.
     pub record_type: String,
+    /// Service as ingested (`voice`, `sms`, `data`).
     pub service: String,
     /// `None` only on a mobile-terminated record without a calling number.
     pub caller: Option<String>,
+    /// Called number, canonical E.164, decrypted; `None` if the record has
+    /// no called party (data sessions).
     pub callee: Option<String>,
+    /// IMSI digits, decrypted, if stored.
     pub imsi: Option<String>,
+    /// IMEI digits, decrypted, if stored.
     pub imei: Option<String>,
+    /// Cell id text, decrypted, if stored.
     pub cell_id: Option<String>,
+    /// IP address text, decrypted, if stored.
     pub ip: Option<String>,
+    /// Start, microseconds since the Unix epoch (UTC).
     pub start_us: i64,
+    /// End, microseconds since the Unix epoch (UTC).
     pub end_us: i64,
 }
 

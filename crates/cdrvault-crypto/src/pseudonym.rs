@@ -144,11 +144,22 @@ impl fmt::Display for PseudonymScheme {
 /// caller, callee, IMSI, IMEI, cell id, IP (the schema's column order).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IdentifierRefs<'a> {
+    /// Calling party number (A-number), pseudonymised as an
+    /// [`IdentifierKind::Msisdn`] from its E.164 form; `None` if absent.
     pub caller: Option<&'a Msisdn>,
+    /// Called party number (B-number), pseudonymised as an
+    /// [`IdentifierKind::Msisdn`] like `caller`, so the same number gets the
+    /// same pseudonym on either side of a call; `None` if absent.
     pub callee: Option<&'a Msisdn>,
+    /// Subscriber identity (IMSI digits); `None` if the record carries none.
     pub imsi: Option<&'a Imsi>,
+    /// Handset identity (IMEI digits); `None` if the record carries none.
     pub imei: Option<&'a Imei>,
+    /// Serving cell identifier, pseudonymised from its canonical text;
+    /// `None` if absent.
     pub cell_id: Option<&'a CellId>,
+    /// Subscriber IP address (data sessions), pseudonymised from the text
+    /// `std::net::IpAddr` prints; `None` if absent.
     pub ip: Option<&'a IpAddr>,
 }
 

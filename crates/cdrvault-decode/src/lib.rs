@@ -278,10 +278,16 @@ pub enum DecodeError {
     #[error(
         "unknown column {name:?} in the CSV header (map it to a field or ignore unknown columns)"
     )]
-    UnknownColumn { name: String },
+    UnknownColumn {
+        /// The column name (or a withheld-name placeholder).
+        name: String,
+    },
     /// Two CSV header columns map to the same field.
     #[error("column {name:?} appears more than once in the CSV header")]
-    DuplicateColumn { name: String },
+    DuplicateColumn {
+        /// The repeated column name (or a withheld-name placeholder).
+        name: String,
+    },
     /// No header line was given for a CSV input, or it is blank.
     #[error("CSV input needs a header line, and none was found")]
     MissingHeader,
@@ -290,7 +296,10 @@ pub enum DecodeError {
     HeaderNotUtf8,
     /// The CSV header line is not valid CSV (for example an unbalanced quote).
     #[error("the CSV header line is malformed: {detail}")]
-    MalformedHeader { detail: String },
+    MalformedHeader {
+        /// The CSV parser's description of the problem.
+        detail: String,
+    },
     /// No column of the CSV header maps to any field (a file without a header?).
     #[error(
         "no column of the CSV header maps to a known field (does the file have a header line?)"
@@ -298,19 +307,35 @@ pub enum DecodeError {
     NoKnownColumns,
     /// The CSV delimiter cannot be used (a quote, a line break, or not ASCII).
     #[error("byte 0x{delimiter:02x} cannot be used as the CSV delimiter")]
-    InvalidDelimiter { delimiter: u8 },
+    InvalidDelimiter {
+        /// The rejected delimiter byte.
+        delimiter: u8,
+    },
     /// A mapping override names a field that does not exist.
     #[error("column mapping names unknown field {name:?}")]
-    UnknownMappingField { name: String },
+    UnknownMappingField {
+        /// The field name the override gave.
+        name: String,
+    },
     /// The same field is overridden twice in one mapping.
     #[error("column mapping sets field {field} more than once")]
-    DuplicateMappingField { field: Field },
+    DuplicateMappingField {
+        /// The field set more than once.
+        field: Field,
+    },
     /// Two fields would be read from the same source column / key.
     #[error("column mapping maps two fields to source column {source_name:?}")]
-    ConflictingMapping { source_name: String },
+    ConflictingMapping {
+        /// The source column / JSON key both fields would read (or a
+        /// withheld-name placeholder).
+        source_name: String,
+    },
     /// A mapping override gives an empty source name.
     #[error("column mapping gives field {field} an empty source name")]
-    EmptyMappingName { field: Field },
+    EmptyMappingName {
+        /// The field whose override is empty.
+        field: Field,
+    },
 }
 
 /// UTF-8 byte-order mark.

@@ -53,31 +53,53 @@ use serde::Serialize;
 /// Errors of a lookup. Never carries an identifier.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
+    /// Reading a directory or file of the store failed.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file or directory being read.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// A partition file could not be read as Parquet (corrupt or truncated).
     #[error("Parquet error on {path}: {source}")]
     Parquet {
+        /// The partition file.
         path: PathBuf,
+        /// The Parquet reader's error.
         #[source]
         source: parquet::errors::ParquetError,
     },
     #[error("{path} is not a cdrvault partition file: {problem}")]
-    BadFile { path: PathBuf, problem: String },
+    /// A Parquet file in a partition directory lacks the cdrvault schema or
+    /// metadata, so it cannot be searched; the lookup fails rather than
+    /// silently skipping it.
+    BadFile {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it (no record content).
+        problem: String,
+    },
+    /// The store layer failed (listing partitions, reading metadata).
     #[error("storage: {0}")]
     Store(#[from] cdrvault_store::StoreError),
+    /// The key store could not be read.
     #[error("key store: {0}")]
     Keys(#[from] cdrvault_keystore::KeyStoreError),
     #[error("record {record_id} in {path} does not decrypt (tampered or wrong key): {source}")]
+    /// A matching row failed authenticated decryption: the file was altered
+    /// or the key is wrong. Nothing from that row is released.
     Decrypt {
+        /// The partition file holding the row.
         path: PathBuf,
+        /// The row's record id (not an identifier of a person).
         record_id: String,
+        /// The AEAD error.
         #[source]
         source: cdrvault_crypto::CryptoError,
     },
+    /// The requested window's start is not before its end.
     #[error("the time window is empty: it must start before it ends")]
     EmptyWindow,
 }
@@ -92,11 +114,19 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LookupError 
 /// A half-open time window `[from_us, to_us)` in microseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Window {
+    /// Inclusive start, microseconds since the Unix epoch (UTC instant).
     pub from_us: i64,
+    /// Exclusive end, microseconds since the Unix epoch; always > `from_us`
+    /// when built by [`Window::new`].
     pub to_us: i64,
 }
 
 impl Window {
+    /// The window `[from, to)`.
+    ///
+    /// # Errors
+    ///
+    /// [`LookupError::EmptyWindow`] unless `from` is before `to`.
     pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Window, LookupError> {
         let w = Window {
             from_us: from.timestamp_micros(),
@@ -123,23 +153,37 @@ impl Window {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchedAs {
+    /// The calling-number pseudonym column.
     Caller,
+    /// The called-number pseudonym column.
     Callee,
+    /// The IMSI pseudonym column.
     Imsi,
+    /// The IMEI pseudonym column.
     Imei,
 }
 
 /// A stored record that matched, decrypted.
 #[derive(Debug, Clone)]
 pub struct FoundRecord {
+    /// Retention class of the partition the row was read from.
     pub class: String,
+    /// Partition date (KST) of the row.
     pub date: NaiveDate,
+    /// Record id as ingested (stored in clear; not a personal identifier).
     pub record_id: String,
+    /// Record type as ingested (for example `mobile`).
     pub record_type: String,
+    /// Service as ingested (`voice`, `sms`, `data`, ...).
     pub service: String,
+    /// Start of the call or session, microseconds since the Unix epoch (UTC).
     pub start_us: i64,
+    /// End, microseconds since the Unix epoch (UTC).
     pub end_us: i64,
+    /// Duration in seconds, if the record carried one.
     pub duration_s: Option<i64>,
+    /// Usage count as stored (for BER data records the uplink + downlink
+    /// volume in KiB), if the record carried one.
     pub usage_count: Option<i64>,
     /// Decrypted identifiers (redacting `Debug`).
     pub identifiers: Identifiers,
@@ -167,16 +211,23 @@ pub enum NotHeldReason {
 /// A contiguous range of dates of one class that the lookup could not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotHeld {
+    /// The retention class.
     pub class: String,
+    /// First date of the range (KST partition date, inclusive).
     pub from: NaiveDate,
+    /// Last date of the range (KST partition date, inclusive).
     pub to: NaiveDate,
+    /// Why these dates cannot be answered.
     pub reason: NotHeldReason,
 }
 
 /// Where to look and what the access log says about purges.
 #[derive(Clone, Copy)]
 pub struct Options<'a> {
+    /// Root of the partition store (`class=…/date=…` directories).
     pub data_dir: &'a Path,
+    /// Retention policy: which classes exist and when their data is
+    /// beyond retention (then reported, never released).
     pub policy: &'a RetentionPolicy,
     /// The lookup clock (retention is judged at this instant).
     pub now: DateTime<Utc>,
@@ -201,11 +252,15 @@ impl std::fmt::Debug for Options<'_> {
 /// Counters of one lookup.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LookupStats {
+    /// Partitions (class, date) read.
     pub partitions_scanned: usize,
+    /// Parquet files opened.
     pub files_scanned: u64,
+    /// Row groups in the files opened, read or skipped.
     pub row_groups_total: u64,
     /// Row groups whose pseudonym columns were read (bloom filters passed).
     pub row_groups_read: u64,
+    /// Matching rows whose encrypted payload was decrypted.
     pub rows_decrypted: u64,
 }
 
@@ -219,6 +274,7 @@ pub struct LookupResult {
     pub scanned: Vec<PartitionKey>,
     /// The parts of the window that are no longer (or never were) held.
     pub not_held: Vec<NotHeld>,
+    /// Work done (counts only, no record content).
     pub stats: LookupStats,
 }
 

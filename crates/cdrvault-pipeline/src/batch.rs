@@ -37,7 +37,9 @@ use crate::PipelineError;
 /// holding one CDR or one whole TS 32.297 CDR file.
 #[derive(Debug)]
 pub struct StreamSlice {
+    /// Stream (Kafka topic) the messages come from.
     pub stream: Arc<str>,
+    /// Partition of the stream.
     pub partition: i32,
     first: Option<i64>,
     last: i64,
@@ -148,10 +150,12 @@ impl StreamSlice {
         self.next_line += lines;
     }
 
+    /// Whether no message was added.
     pub fn is_empty(&self) -> bool {
         self.messages == 0
     }
 
+    /// Messages added, empty ones included.
     pub fn messages(&self) -> u64 {
         self.messages
     }
@@ -230,9 +234,13 @@ impl StreamSlice {
 /// How to run a batch.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
+    /// Root of the partition store the files are published under.
     pub data_dir: PathBuf,
+    /// Parquet writer tuning.
     pub writer: WriterOptions,
+    /// Threads parsing and protecting chunks.
     pub workers: usize,
+    /// Threads encoding and writing Parquet (partitions spread over them).
     pub writer_threads: usize,
     /// Drop a record whose id already occurred earlier in the same slice.
     pub dedup_record_ids: bool,
@@ -242,12 +250,19 @@ pub struct BatchOptions {
 /// and staged files that [`publish`](SliceOutcome::publish) makes visible.
 #[derive(Debug)]
 pub struct SliceOutcome {
+    /// Stream (Kafka topic) of the slice.
     pub stream: Arc<str>,
+    /// Partition of the stream.
     pub partition: i32,
+    /// Position (offset) of the slice's first message.
     pub first: i64,
+    /// Position of its last message; the offset to commit is `last + 1`.
     pub last: i64,
+    /// Messages in the slice, empty ones included.
     pub messages: u64,
+    /// Empty messages (nothing to store or refuse).
     pub empty_messages: u64,
+    /// Record counts of the slice (reconciles like an ingest run's).
     pub summary: IngestSummary,
     /// Refused records and the position of the message each came from.
     pub rejected: Vec<(i64, RejectedRecord)>,
@@ -267,6 +282,7 @@ pub struct Published {
     /// Files whose name already existed (an interrupted earlier run of the
     /// same positions had published them); their staged copies were removed.
     pub already_present: u64,
+    /// Bytes of the files renamed into place now.
     pub bytes: u64,
 }
 

@@ -24,8 +24,14 @@ const FUTURE_TOLERANCE_US: i64 = 24 * 3600 * 1_000_000;
 /// Everything a worker needs, shared read-only between workers.
 #[derive(Debug)]
 pub struct Protect {
+    /// Retention policy: assigns each record its class and drops records
+    /// already expired on arrival.
     pub policy: RetentionPolicy,
+    /// Record normalisation options: the UTC offset assumed for timestamps
+    /// that carry none (`None` refuses such records).
     pub normalize: NormalizeOptions,
+    /// Source of the per-(class, KST day) pseudonym and data keys and of the
+    /// dead-letter keys.
     pub keys: Arc<KeyStore>,
     /// The ingest clock: expiry on arrival and the dead-letter key date.
     pub now: DateTime<Utc>,
@@ -33,6 +39,7 @@ pub struct Protect {
 }
 
 impl Protect {
+    /// Bundles the shared state of a run, with `now` as its clock.
     pub fn new(
         policy: RetentionPolicy,
         normalize: NormalizeOptions,
@@ -52,6 +59,8 @@ impl Protect {
         }
     }
 
+    /// The name of retention class `id` of this run's policy (panics on an
+    /// id not from that policy).
     pub fn class_name(&self, id: ClassId) -> &Arc<str> {
         &self.class_names[id.0 as usize]
     }
@@ -64,11 +73,13 @@ pub struct Chunk {
     pub seq: u64,
     /// Display name of the source (file path or `-`).
     pub source: Arc<str>,
+    /// Parses this source's records (CSV with its header, JSON Lines or BER).
     pub decoder: Arc<dyn Decoder>,
     /// Line number (1-based) of the first line in `data`.
     pub first_line: u64,
     /// Byte offset of `data` in the source.
     pub offset: u64,
+    /// The chunk's bytes: whole lines (or whole frames), plaintext input.
     pub data: Vec<u8>,
     /// A line longer than the chunk limit was skipped at this (line, offset).
     pub oversized: Option<(u64, u64)>,
@@ -97,12 +108,20 @@ pub struct FrameSpan {
 /// line is sealed (it holds plaintext identifiers).
 #[derive(Debug, Clone)]
 pub struct RejectedRecord {
+    /// Display name of the source (file path or `-`).
     pub source: Arc<str>,
+    /// Line number (1-based), or record index for framed inputs.
     pub line: u64,
+    /// Byte offset of the record in its source.
     pub offset: u64,
+    /// Why it was refused (no identifier in it).
     pub reason: RejectReason,
+    /// KST day of the `dead_letter` key `sealed_raw` is sealed under (the
+    /// ingest clock's day).
     pub key_date: NaiveDate,
+    /// Seal context id of the derived key that sealed `sealed_raw`.
     pub seal_ctx: ContextId,
+    /// The raw line or frame, encrypted: `nonce || ciphertext || tag`.
     pub sealed_raw: Vec<u8>,
 }
 
@@ -112,9 +131,11 @@ pub type RowKey = (u32, u128);
 /// One partition's rows of a chunk.
 #[derive(Debug)]
 pub struct PartOutput {
+    /// The partition (class, KST date) the rows belong to.
     pub key: PartitionKey,
     /// The period key's pseudonym scheme (recorded in the partition's files).
     pub scheme: PseudonymScheme,
+    /// The protected rows, in the partition file schema.
     pub batch: RecordBatch,
     /// Each row's (ordinal in the chunk, xxh3-128 hash of its record id),
     /// in row order, so duplicates can be resolved in input order across
@@ -125,15 +146,18 @@ pub struct PartOutput {
 /// Output of one chunk.
 #[derive(Debug, Default)]
 pub struct ChunkOutput {
+    /// The [`Chunk::seq`] this is the output of.
     pub seq: u64,
     /// Non-blank lines (records) in the chunk.
     pub records: u64,
     /// One batch per partition touched (sorted by partition), each holding
     /// its rows in input order.
     pub parts: Vec<PartOutput>,
+    /// Records refused, sealed, in input order.
     pub rejected: Vec<RejectedRecord>,
     /// Records already past their retention period on arrival, per class.
     pub expired: Vec<(ClassId, u64)>,
+    /// Input bytes of the chunk ([`Chunk::data`] length).
     pub bytes: u64,
 }
 

@@ -18,21 +18,30 @@ use crate::PipelineError;
 /// One line of the dead-letter output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeadLetterEntry {
+    /// Machine-readable reject code (e.g. `invalid_identifier`).
     pub reason_code: String,
+    /// Human-readable reason; never contains the record's content.
     pub reason: String,
+    /// The input it came from (file path or `-`).
     pub source: String,
+    /// Line number (1-based) in the source, or record index for CDR files.
     pub line: u64,
+    /// Byte offset of the record in the source.
     pub byte_offset: u64,
     /// Key-store slot that sealed `sealed_record`: class and date.
     pub key_class: String,
+    /// KST day (`YYYY-MM-DD`) of that key.
     pub key_date: String,
     /// Seal context id (hex) and `nonce||ciphertext||tag` (base64). The
     /// associated data is `cdrvault/v1/dead-letter|<line>`.
     pub seal_ctx: String,
+    /// The refused record's raw bytes, sealed (base64): its plaintext
+    /// identifiers appear in the dead-letter output only in this form.
     pub sealed_record: String,
 }
 
 impl DeadLetterEntry {
+    /// The dead-letter line of a refused record.
     pub fn from_rejected(r: &RejectedRecord) -> Self {
         DeadLetterEntry {
             reason_code: r.reason.code().to_owned(),
@@ -124,6 +133,13 @@ impl DeadLetterWriter {
         move |source| PipelineError::DeadLetter { path, source }
     }
 
+    /// Appends one entry to the run's hidden temporary dead-letter file
+    /// (created, and locked, on the first entry). Not durable or visible
+    /// until the file is finished.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DeadLetter`] if the file cannot be created or written.
     pub fn write(&mut self, r: &RejectedRecord) -> Result<(), PipelineError> {
         if self.out.is_none() {
             fs::create_dir_all(&self.dir).map_err(self.err(&self.dir))?;
@@ -151,6 +167,7 @@ impl DeadLetterWriter {
         Ok(())
     }
 
+    /// Entries written so far.
     pub fn count(&self) -> u64 {
         self.count
     }

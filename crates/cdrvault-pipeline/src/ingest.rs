@@ -48,21 +48,33 @@ pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 /// What to ingest and how.
 #[derive(Clone)]
 pub struct IngestOptions {
+    /// Inputs (files, directories, standard input), read in this order.
     pub sources: Vec<InputSource>,
     /// `None` = by extension, then by content.
     pub format: Option<InputFormat>,
+    /// Which CSV column / JSON key feeds which record field.
     pub mapping: ColumnMapping,
+    /// CSV dialect (delimiter, whether unknown columns are ignored).
     pub csv: CsvOptions,
+    /// Root of the partition store.
     pub data_dir: PathBuf,
+    /// Where the run's dead-letter file is written (refused records, sealed).
     pub dead_letter_dir: PathBuf,
+    /// Parquet writer tuning (row groups, file size, memory, compression).
     pub writer: WriterOptions,
+    /// Threads parsing and protecting chunks.
     pub workers: usize,
     /// Threads encoding and writing Parquet (partitions are spread over them).
     pub writer_threads: usize,
+    /// Target size in bytes of the chunks inputs are split into (whole
+    /// lines; a single line longer than this is not stored).
     pub chunk_bytes: usize,
+    /// Drop a record whose record id already occurred earlier in the run
+    /// (counted as `dropped_duplicate`).
     pub dedup_record_ids: bool,
     /// Called once with the total input size when every source is a file.
     pub on_total: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Called as input is read, with the bytes just read.
     pub on_progress: Option<ProgressFn>,
 }
 
@@ -82,30 +94,44 @@ impl std::fmt::Debug for IngestOptions {
 pub struct IngestSummary {
     /// The run's input fingerprint (32 hex digits; see the module docs).
     pub run: String,
+    /// Records (non-blank lines, or CDRs) read from the inputs.
     pub records: u64,
     /// Rows of this input in the store after the run, including those an
     /// earlier run of the same input had stored (`already_stored`).
     pub stored: u64,
+    /// `stored` per retention class.
     pub stored_by_class: BTreeMap<String, u64>,
     /// Of `stored`, rows an earlier run of the same input had already
     /// stored: not written again.
     pub already_stored: u64,
+    /// Records refused and written (sealed) to the dead-letter file.
     pub rejected: u64,
+    /// `rejected` per reject code.
     pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Records not stored because their retention period was already over
+    /// on arrival.
     pub dropped_expired: u64,
+    /// `dropped_expired` per retention class.
     pub expired_by_class: BTreeMap<String, u64>,
+    /// Records not stored because their record id repeated an earlier one.
     pub dropped_duplicate: u64,
+    /// Partitions (class, KST date) that received rows.
     pub partitions: u64,
     /// Files this run wrote (files already present are not counted).
     pub files_written: u64,
     /// Files an earlier run of the same input had already written.
     pub files_already_present: u64,
+    /// Input bytes read.
     pub bytes_read: u64,
+    /// Bytes of the partition files written.
     pub bytes_written: u64,
+    /// The finished dead-letter file, if any record was refused.
     pub dead_letter_file: Option<PathBuf>,
     /// Input paths that were not read, with the reason.
     pub skipped: Vec<SkippedInput>,
+    /// Wall-clock duration of the run, seconds.
     pub elapsed_s: f64,
+    /// `records / elapsed_s`.
     pub records_per_s: f64,
 }
 
@@ -133,21 +159,27 @@ pub struct StoredBeforeFailure {
     /// Rows of those records that are in the store, in `files` files (of
     /// which `already_stored` were stored by an earlier run).
     pub stored: u64,
+    /// Of `stored`, rows an earlier run of the same input had stored.
     pub already_stored: u64,
+    /// Files durably published (or found from an earlier run).
     pub files: u64,
+    /// Partitions those files are in.
     pub partitions: u64,
     /// Records read that are in no file: re-run the same input to store them.
     pub not_stored: u64,
     /// Refused records counted before the failure; their dead-letter file
     /// was not written (the re-run writes it).
     pub rejected: u64,
+    /// Records read that were already past retention (not stored).
     pub dropped_expired: u64,
 }
 
 /// A failed run: the error and what it stored before it.
 #[derive(Debug)]
 pub struct IngestFailure {
+    /// What stopped the run.
     pub error: PipelineError,
+    /// What was durably stored before it stopped (whole files only).
     pub stored: Box<StoredBeforeFailure>,
 }
 

@@ -23,6 +23,8 @@ pub enum InputSource {
 }
 
 impl InputSource {
+    /// A command-line input argument: `-` is standard input, anything else
+    /// a path (not checked here).
     pub fn parse(arg: &str) -> InputSource {
         if arg == "-" {
             InputSource::Stdin
@@ -35,7 +37,11 @@ impl InputSource {
 /// A source opened and checked before anything is stored: its format is
 /// known and (for CSV) its header has been read and mapped.
 pub struct PreparedSource {
+    /// Display name (the path, or `-` for standard input), used in
+    /// dead-letter entries and messages.
     pub name: Arc<str>,
+    /// The decoder for the source's format (CSV with its mapped header,
+    /// JSON Lines or BER).
     pub decoder: Arc<dyn Decoder>,
     reader: Box<dyn Read + Send>,
     /// Bytes already consumed from `reader` but not yet chunked (after the header).
@@ -99,7 +105,9 @@ impl Read for HashingReader {
 /// The sources of a run, opened, and the paths that were not read.
 #[derive(Debug)]
 pub struct Prepared {
+    /// Sources to read, in argument order (files of a directory in name order).
     pub sources: Vec<PreparedSource>,
+    /// Paths found but not read, with the reason.
     pub skipped: Vec<SkippedInput>,
 }
 
@@ -116,7 +124,9 @@ impl std::fmt::Debug for PreparedSource {
 /// run's summary: nothing is skipped silently.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SkippedInput {
+    /// The path as found.
     pub path: PathBuf,
+    /// Why it was not read.
     pub reason: SkipReason,
 }
 
@@ -140,13 +150,14 @@ pub enum SkipReason {
     SameFile,
     /// A directory reached a second time (a bind mount or other loop).
     DirectoryLoop,
-    /// More than [`MAX_DEPTH`] directories deep.
+    /// More than `MAX_DEPTH` (32) directories deep.
     TooDeep,
     /// A FIFO, socket or device.
     NotARegularFile,
 }
 
 impl SkipReason {
+    /// Short text for the run summary.
     pub fn describe(self) -> &'static str {
         match self {
             SkipReason::NotAnInputFile => "not an input file (extension)",

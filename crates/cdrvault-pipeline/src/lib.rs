@@ -41,32 +41,53 @@ use std::path::PathBuf;
 /// dead-letter entries.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// An input file or directory could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Input {
+        /// The input path.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// An input's CSV header (or the column mapping applied to it) is
+    /// unusable; found while preparing the sources, before anything is stored.
     #[error("input {path}: {source}")]
     Header {
+        /// The input path.
         path: PathBuf,
+        /// What is wrong with the header or mapping.
         #[source]
         source: cdrvault_decode::DecodeError,
     },
     #[error("no input files found under {path}")]
-    NoInputFiles { path: PathBuf },
+    /// An input directory holds no file with an input extension (`.csv`,
+    /// `.jsonl`, `.ber`, ...).
+    NoInputFiles {
+        /// The directory given as input.
+        path: PathBuf,
+    },
+    /// Writing the dead-letter file failed; the run stops rather than lose
+    /// refused records.
     #[error("dead-letter output {path}: {source}")]
     DeadLetter {
+        /// The dead-letter file (or its directory / temporary).
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// Writing partition files failed.
     #[error(transparent)]
     Store(#[from] cdrvault_store::StoreError),
+    /// A pseudonym, data or dead-letter key could not be had from the key store.
     #[error(transparent)]
     Keys(#[from] cdrvault_keystore::KeyStoreError),
+    /// Sealing failed.
     #[error(transparent)]
     Crypto(#[from] cdrvault_crypto::CryptoError),
+    /// A worker thread panicked or its result was lost (a bug); what was
+    /// not published is not stored.
     #[error("a pipeline thread failed: {0}")]
     Thread(String),
 }

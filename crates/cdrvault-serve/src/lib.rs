@@ -48,22 +48,36 @@ pub use metrics::Metrics;
 /// Errors that stop the service. Bad records never do: they are dead letters.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The Kafka client returned an error the service does not retry past
+    /// (for example creating the consumer or subscribing).
     #[error("Kafka client: {0}")]
     Kafka(#[from] KafkaError),
+    /// The configured CSV columns or column mapping are unusable; raised
+    /// before anything is consumed.
     #[error("input.columns / kafka.csv_columns: {0}")]
     Decoder(#[from] cdrvault_decode::DecodeError),
+    /// Storing a batch failed (I/O, keys, store); its offsets were not
+    /// committed, so the batch is consumed again on restart.
     #[error(transparent)]
     Pipeline(#[from] cdrvault_pipeline::PipelineError),
     #[error("cannot serve metrics on {addr}: {source}")]
+    /// The `/metrics` + `/healthz` listener could not be bound.
     Metrics {
+        /// The configured listen address.
         addr: std::net::SocketAddr,
+        /// The bind error.
         #[source]
         source: std::io::Error,
     },
     #[error("dead-letter topic {topic}: {failed} record(s) not delivered ({last_error}); nothing was committed past them")]
+    /// Refused records could not be delivered to the dead-letter topic; the
+    /// batch is discarded uncommitted so no record is lost.
     DeadLetter {
+        /// The dead-letter topic name.
         topic: String,
+        /// Number of dead-letter records not acknowledged by the broker.
         failed: usize,
+        /// The last delivery error the producer reported.
         last_error: String,
     },
 }
@@ -71,13 +85,28 @@ pub enum ServeError {
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// Brokers, group, input topics and message format, batch limits
+    /// (records, bytes, age), dead-letter topic, metrics address and client
+    /// properties.
     pub kafka: KafkaSettings,
+    /// How a batch is stored: data directory, writer tuning, worker threads
+    /// and record-id deduplication.
     pub batch: BatchOptions,
+    /// Size in bytes of the chunks a partition's message stream is split
+    /// into for parallel decoding.
     pub chunk_bytes: usize,
+    /// Which CSV column / JSON key feeds which record field.
     pub mapping: ColumnMapping,
+    /// CSV dialect of the messages (delimiter, whether unknown columns are
+    /// ignored).
     pub csv: CsvOptions,
+    /// Retention classes and periods: decides each record's class and
+    /// drops records already past retention.
     pub policy: RetentionPolicy,
+    /// Record normalisation options: the UTC offset assumed for timestamps
+    /// that carry none (`None` refuses such records).
     pub normalize: NormalizeOptions,
+    /// Pseudonym and encryption keys; no record is stored without them.
     pub keys: Arc<KeyStore>,
     /// Set by SIGTERM/SIGINT: stop fetching, store, commit, return.
     pub shutdown: Arc<AtomicBool>,
@@ -86,9 +115,13 @@ pub struct ServeOptions {
 /// Totals of one run, for the closing log line.
 #[derive(Debug, Clone, Default)]
 pub struct ServeSummary {
+    /// Kafka messages consumed (one message may hold several records).
     pub messages: u64,
+    /// Batches stored and whose offsets were handed to the committer.
     pub batches: u64,
+    /// Rows stored in partition files.
     pub stored: u64,
+    /// Records refused and delivered to the dead-letter topic.
     pub dead_lettered: u64,
 }
 

@@ -18,16 +18,30 @@ const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 /// statistics callback and the HTTP thread.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Kafka messages consumed.
     pub messages_consumed: AtomicU64,
+    /// Records (lines) in the consumed messages that were processed.
     pub records_consumed: AtomicU64,
+    /// Records refused and delivered to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Batches stored and committed.
     pub batches: AtomicU64,
+    /// Partition files made durable and visible.
     pub files_published: AtomicU64,
+    /// Files of a re-run batch that an interrupted run had already
+    /// published (found in place, not written twice).
     pub files_already_present: AtomicU64,
+    /// Bytes of published partition files.
     pub bytes_written: AtomicU64,
+    /// Offset commits that failed; harmless for correctness, since the store
+    /// (not the committed offset) is the source of truth on re-delivery.
     pub commits_failed: AtomicU64,
+    /// Errors reported by the Kafka client (retried, not fatal).
     pub broker_errors: AtomicU64,
+    /// Partition assignments and revocations.
     pub rebalances: AtomicU64,
+    /// Batches whose uncommitted work was discarded (revoked partitions,
+    /// dead-letter or shutdown failures); they are consumed again.
     pub batches_discarded: AtomicU64,
     /// Stored rows per retention class.
     pub stored: Mutex<BTreeMap<String, u64>>,
@@ -40,6 +54,7 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     heartbeat: Mutex<Instant>,
+    /// Set once the service has stopped on an error; `/healthz` then fails.
     pub failed: AtomicBool,
 }
 
@@ -73,16 +88,20 @@ impl Default for Metrics {
 const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 
 impl Metrics {
+    /// Adds `n` to counter `c` (one of this struct's fields).
     pub fn add(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds `n` stored rows to retention class `class`.
     pub fn add_stored(&self, class: &str, n: u64) {
         if let Ok(mut m) = self.stored.lock() {
             *m.entry(class.to_owned()).or_default() += n;
         }
     }
 
+    /// Adds `n` records dropped for `reason` (`expired`, `duplicate`,
+    /// `empty`); zero is not recorded.
     pub fn add_dropped(&self, reason: &'static str, n: u64) {
         if n > 0 {
             if let Ok(mut m) = self.dropped.lock() {
@@ -91,6 +110,7 @@ impl Metrics {
         }
     }
 
+    /// Records how long one batch took, in the latency histogram (seconds).
     pub fn observe_batch(&self, d: Duration) {
         let s = d.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -110,6 +130,8 @@ impl Metrics {
         }
     }
 
+    /// Whether the service has not failed and the consumer loop has
+    /// [`beat`](Self::beat) within the last 60 seconds.
     pub fn healthy(&self) -> bool {
         !self.failed.load(Ordering::Relaxed)
             && self

@@ -13,15 +13,24 @@ use crate::StoreError;
 /// One row, already protected: identifiers only as pseudonyms and ciphertext.
 #[derive(Debug, Clone, Copy)]
 pub struct ProtectedRow<'a> {
+    /// Record id, stored in clear; also the associated data of `sealed`.
     pub record_id: &'a str,
+    /// Record type, stored in clear.
     pub record_type: &'a str,
+    /// Service, stored in clear.
     pub service: &'a str,
+    /// Start, microseconds since the Unix epoch (UTC).
     pub start_us: i64,
+    /// End, microseconds since the Unix epoch (UTC).
     pub end_us: i64,
+    /// Duration in seconds, if the record carried one.
     pub duration_s: Option<i64>,
+    /// Usage count, if the record carried one.
     pub usage_count: Option<i64>,
     /// caller, callee, imsi, imei, cell, ip (schema order).
     pub pseudonyms: [Option<[u8; 16]>; 6],
+    /// Seal context id: identifies the derived data key `sealed` is
+    /// encrypted under (stored in the `seal_ctx` column).
     pub seal_ctx: [u8; 16],
     /// `nonce || ciphertext || tag`.
     pub sealed: &'a [u8],
@@ -51,6 +60,7 @@ impl std::fmt::Debug for BatchBuilder {
 }
 
 impl BatchBuilder {
+    /// An empty builder with room for `rows` rows (grows beyond if needed).
     pub fn with_capacity(rows: usize) -> Self {
         let p = || FixedSizeBinaryBuilder::with_capacity(rows, PSEUDONYM_LEN);
         BatchBuilder {
@@ -68,14 +78,22 @@ impl BatchBuilder {
         }
     }
 
+    /// Rows pushed since the last [`finish`](Self::finish).
     pub fn len(&self) -> usize {
         self.rows
     }
 
+    /// Whether no row was pushed since the last [`finish`](Self::finish).
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
 
+    /// Appends one row.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Arrow`] if a fixed-width value has the wrong length
+    /// (cannot happen for the `[u8; 16]` fields; kept for the builder API).
     pub fn push(&mut self, r: &ProtectedRow<'_>) -> Result<(), StoreError> {
         self.record_id.append_value(r.record_id);
         self.record_type.append_value(r.record_type);

@@ -76,8 +76,12 @@ pub fn intent_id(name: &str) -> Option<&str> {
 /// partition directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
+    /// The compaction's id, as in the intent file name `.compact-<id>.intent`.
     pub id: String,
+    /// File names of the compacted files that replace `inputs`.
     pub outputs: Vec<String>,
+    /// File names of the files being replaced (removed once `outputs` are
+    /// durable).
     pub inputs: Vec<String>,
 }
 

@@ -88,9 +88,15 @@ pub fn is_temp_name(name: &str) -> bool {
 /// A finished dead-letter file in the dead-letter directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterFile {
+    /// Full path of the file.
     pub path: PathBuf,
+    /// Its file name (either naming form).
     pub name: String,
+    /// The KST day of the `dead_letter` key its entries are sealed under;
+    /// the purge destroys that key when the day's dead letters expire.
     pub key_date: NaiveDate,
+    /// The run's input fingerprint (32 hex digits); `None` for names of
+    /// earlier versions.
     pub run: Option<String>,
 }
 

@@ -222,6 +222,7 @@ impl Duplicates {
         self.winners.len()
     }
 
+    /// Whether no record id repeats.
     pub fn is_empty(&self) -> bool {
         self.winners.is_empty()
     }

@@ -9,11 +9,14 @@ use chrono::NaiveDate;
 /// A partition: one retention class, one date (Asia/Seoul).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey {
+    /// Retention class name (the `class=` directory).
     pub class: Arc<str>,
+    /// Event date in KST (Asia/Seoul), the `date=` directory.
     pub date: NaiveDate,
 }
 
 impl PartitionKey {
+    /// The partition of `class` on KST date `date`.
     pub fn new(class: impl Into<Arc<str>>, date: NaiveDate) -> Self {
         PartitionKey {
             class: class.into(),
@@ -26,6 +29,8 @@ impl PartitionKey {
         PathBuf::from(format!("class={}", self.class)).join(format!("date={}", self.date))
     }
 
+    /// The partition directory under the data root `root`
+    /// (`root` joined with [`rel_dir`](Self::rel_dir)); not created here.
     pub fn dir(&self, root: &Path) -> PathBuf {
         root.join(self.rel_dir())
     }

@@ -52,18 +52,25 @@ use std::path::PathBuf;
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A file-system operation failed.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file or directory operated on.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// Writing or reading a Parquet file failed.
     #[error("Parquet error on {path}: {source}")]
     Parquet {
+        /// The partition file.
         path: PathBuf,
+        /// The Parquet library's error.
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// Building an Arrow record batch failed (a bug, not bad input).
     #[error("Arrow error: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
     /// Something under the data root (or in the dead-letter directory)
@@ -71,7 +78,12 @@ pub enum StoreError {
     /// a directory where a file should be. Nothing is read, written or
     /// deleted through it.
     #[error("refusing {path}: {problem}")]
-    NotOurs { path: PathBuf, problem: String },
+    NotOurs {
+        /// The refused path.
+        path: PathBuf,
+        /// What it is instead of what was expected.
+        problem: String,
+    },
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {

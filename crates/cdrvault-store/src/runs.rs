@@ -121,6 +121,8 @@ pub struct RunNames {
 }
 
 impl RunNames {
+    /// Fresh naming state for the run whose input fingerprint is `run`
+    /// (no files named yet).
     pub fn new(run: u128) -> RunNames {
         RunNames {
             run,

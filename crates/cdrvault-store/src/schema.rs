@@ -9,20 +9,35 @@ pub const PSEUDONYM_LEN: i32 = 16;
 /// Width of a seal context id.
 pub const CONTEXT_ID_LEN: i32 = 16;
 
+/// Column `record_id`: record id as ingested, in clear (UTF-8; the dedup and AEAD associated-data key, not a personal identifier).
 pub const RECORD_ID: &str = "record_id";
+/// Column `record_type`: record type as ingested, in clear (UTF-8).
 pub const RECORD_TYPE: &str = "record_type";
+/// Column `service`: service (`voice`, `sms`, `data`, ...), in clear (UTF-8).
 pub const SERVICE: &str = "service";
+/// Column `start_time`: call or session start: timestamp, microseconds, UTC.
 pub const START_TIME: &str = "start_time";
+/// Column `end_time`: call or session end: timestamp, microseconds, UTC.
 pub const END_TIME: &str = "end_time";
+/// Column `duration_s`: duration in seconds (Int64, nullable).
 pub const DURATION_S: &str = "duration_s";
+/// Column `usage_count`: usage count (Int64, nullable).
 pub const USAGE_COUNT: &str = "usage_count";
+/// Column `caller_p`: calling-number pseudonym (16 bytes, nullable; bloom-filtered for lookups).
 pub const CALLER_P: &str = "caller_p";
+/// Column `callee_p`: called-number pseudonym (16 bytes, nullable; bloom-filtered for lookups).
 pub const CALLEE_P: &str = "callee_p";
+/// Column `imsi_p`: IMSI pseudonym (16 bytes, nullable; bloom-filtered for lookups).
 pub const IMSI_P: &str = "imsi_p";
+/// Column `imei_p`: IMEI pseudonym (16 bytes, nullable; bloom-filtered for lookups).
 pub const IMEI_P: &str = "imei_p";
+/// Column `cell_p`: cell-id pseudonym (16 bytes, nullable; not searched by lookups).
 pub const CELL_P: &str = "cell_p";
+/// Column `ip_p`: IP-address pseudonym (16 bytes, nullable; not searched by lookups).
 pub const IP_P: &str = "ip_p";
+/// Column `seal_ctx`: seal context id (16 bytes): which derived data key sealed the row.
 pub const SEAL_CTX: &str = "seal_ctx";
+/// Column `sealed`: the row's identifiers encrypted: `nonce || ciphertext || tag` (binary).
 pub const SEALED: &str = "sealed";
 
 /// Pseudonym columns, in schema order.
@@ -34,20 +49,35 @@ pub const OPAQUE_COLUMNS: [&str; 7] = [CALLER_P, CALLEE_P, IMSI_P, IMEI_P, CELL_
 
 /// Column indexes (schema order).
 pub mod col {
+    /// Index of the [`RECORD_ID`](super::RECORD_ID) column.
     pub const RECORD_ID: usize = 0;
+    /// Index of the [`RECORD_TYPE`](super::RECORD_TYPE) column.
     pub const RECORD_TYPE: usize = 1;
+    /// Index of the [`SERVICE`](super::SERVICE) column.
     pub const SERVICE: usize = 2;
+    /// Index of the [`START_TIME`](super::START_TIME) column.
     pub const START_TIME: usize = 3;
+    /// Index of the [`END_TIME`](super::END_TIME) column.
     pub const END_TIME: usize = 4;
+    /// Index of the [`DURATION_S`](super::DURATION_S) column.
     pub const DURATION_S: usize = 5;
+    /// Index of the [`USAGE_COUNT`](super::USAGE_COUNT) column.
     pub const USAGE_COUNT: usize = 6;
+    /// Index of the [`CALLER_P`](super::CALLER_P) column.
     pub const CALLER_P: usize = 7;
+    /// Index of the [`CALLEE_P`](super::CALLEE_P) column.
     pub const CALLEE_P: usize = 8;
+    /// Index of the [`IMSI_P`](super::IMSI_P) column.
     pub const IMSI_P: usize = 9;
+    /// Index of the [`IMEI_P`](super::IMEI_P) column.
     pub const IMEI_P: usize = 10;
+    /// Index of the [`CELL_P`](super::CELL_P) column.
     pub const CELL_P: usize = 11;
+    /// Index of the [`IP_P`](super::IP_P) column.
     pub const IP_P: usize = 12;
+    /// Index of the [`SEAL_CTX`](super::SEAL_CTX) column.
     pub const SEAL_CTX: usize = 13;
+    /// Index of the [`SEALED`](super::SEALED) column.
     pub const SEALED: usize = 14;
 }
 

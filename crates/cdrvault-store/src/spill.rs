@@ -75,6 +75,8 @@ impl SpillDir {
         })
     }
 
+    /// The run's scratch directory (under `<root>/.spill/`), valid while
+    /// this value is held.
     pub fn path(&self) -> &Path {
         &self.dir
     }

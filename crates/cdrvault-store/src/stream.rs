@@ -22,11 +22,18 @@ use crate::{io_err, StoreError};
 /// The identity of one published batch file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamFile {
+    /// Stream name (the Kafka topic); see [`valid_stream_name`].
     pub stream: String,
+    /// Partition of the stream (Kafka partition number).
     pub partition: i32,
+    /// First stream position (offset) the batch covers, inclusive.
     pub first: i64,
+    /// Last stream position the batch covers, inclusive.
     pub last: i64,
+    /// This file's index among the batch's files, in `0..count`.
     pub index: u32,
+    /// Number of files the batch produced; the batch is complete when all
+    /// `count` exist.
     pub count: u32,
 }
 

@@ -45,21 +45,35 @@ use crate::{io_err, StoreError};
 
 /// Clear-column compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Applies to the clear columns only: pseudonym and ciphertext columns are
+/// random bytes and always written uncompressed.
 pub enum ClearCompression {
+    /// Zstandard, level 1 (the default).
     Zstd,
+    /// Snappy.
     Snappy,
+    /// LZ4 (raw).
     Lz4,
+    /// No compression.
     None,
 }
 
 /// Tuning of the writer pool.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
+    /// Rows per Parquet row group (also the bloom filters' expected number
+    /// of distinct values).
     pub row_group_rows: usize,
+    /// Rows per file at most; a partition with more rows gets
+    /// `ceil(rows / max_file_rows)` files.
     pub max_file_rows: usize,
     /// Staged (not yet assembled) bytes above which partitions are spilled.
     pub max_buffered_bytes: usize,
+    /// Compression of the clear columns.
     pub compression: ClearCompression,
+    /// False-positive probability of the bloom filters on the lookup
+    /// pseudonym columns (0.01 = 1 %).
     pub bloom_filter_fpp: f64,
 }
 
@@ -189,9 +203,13 @@ pub fn writer_properties_for(
 /// renames it into its partition directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
+    /// The partition the file belongs to.
     pub partition: PartitionKey,
+    /// Where the file is now (see above for staged pools).
     pub path: PathBuf,
+    /// Rows in the file.
     pub rows: u64,
+    /// Size of the file in bytes.
     pub bytes: u64,
     /// An earlier run of the same input had already stored these rows
     /// under the same deterministic name (see [`crate::runs`]): nothing was
@@ -241,12 +259,14 @@ pub struct PoolStats {
     pub peak_buffered_bytes: usize,
     /// Spill segments (rows and candidates) written and their bytes.
     pub spill_segments: u64,
+    /// Bytes written to spill segments.
     pub spilled_bytes: u64,
     /// Rows dropped as duplicates at assembly, per class.
     pub duplicates_by_class: BTreeMap<String, u64>,
 }
 
 impl PoolStats {
+    /// Rows dropped as duplicates, all classes together.
     pub fn duplicates(&self) -> u64 {
         self.duplicates_by_class.values().sum()
     }
@@ -357,6 +377,9 @@ struct OutFile {
 }
 
 impl WriterPool {
+    /// A pool writing partition files under the data root `root`, with
+    /// `meta` in every file's footer; files are published (renamed into
+    /// their partition directories) when finished.
     pub fn new(root: impl Into<PathBuf>, opts: WriterOptions, meta: FileMeta) -> Self {
         WriterPool {
             root: root.into(),
@@ -406,6 +429,7 @@ impl WriterPool {
         }
     }
 
+    /// The data root the pool writes under.
     pub fn root(&self) -> &Path {
         &self.root
     }

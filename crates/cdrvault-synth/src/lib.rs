@@ -17,19 +17,27 @@ use serde::{Deserialize, Serialize};
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Comma-separated values with a header line first (the column order of
+    /// the CSV input the pipeline reads); one record per line.
     Csv,
+    /// One JSON object per line, no header; absent optional identifiers are
+    /// omitted from the object rather than written empty.
     JsonLines,
 }
 
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct GenOptions {
+    /// Number of records to write (records, not lines: the CSV header is extra).
     pub count: u64,
+    /// Seed of the splitmix64 generator; the same options and seed give
+    /// byte-identical output.
     pub seed: u64,
     /// First event date (KST).
     pub start: NaiveDate,
     /// Events are spread uniformly over this many days.
     pub days: u32,
+    /// Output format of the records (the ground-truth sidecar is always JSON Lines).
     pub format: Format,
     /// Records per thousand that are malformed (each kind of defect in turn).
     pub malformed_per_mille: u32,
@@ -59,21 +67,43 @@ impl Default for GenOptions {
 
 /// Ground truth for one generated record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+///
+/// The identifier fields are the canonical forms the generator started from.
+/// For a malformed record they are what the record would have carried had it
+/// been well formed (the defect is injected into the output text only).
 pub struct Truth {
+    /// 1-based line number of the record in the output (with CSV, line 1 is
+    /// the header, so the first record is line 2; with JSON Lines it is line 1).
     pub line: u64,
+    /// Record id as written; a `duplicate` repeats an earlier record's id.
     pub record_id: String,
     /// `valid`, `duplicate`, or the expected reject code.
     pub kind: String,
+    /// Record type as written: `mobile`, `fixed_local` or `internet`.
     pub record_type: String,
+    /// Service as written: `voice`, `sms` or `data`.
     pub service: String,
+    /// Calling number in canonical E.164 (`+82…`), whatever spelling the
+    /// output used.
     pub caller: String,
+    /// Called number in canonical E.164; `None` for data sessions, which
+    /// have no callee.
     pub callee: Option<String>,
+    /// IMSI (15 digits, test network 001-01); `None` for fixed-line records.
     pub imsi: Option<String>,
+    /// IMEI (15 digits); `None` for fixed-line records.
     pub imei: Option<String>,
+    /// Cell id text; `None` for fixed-line records.
     pub cell_id: Option<String>,
+    /// Private (10.0.0.0/8) IPv4 address text; only data sessions have one.
     pub ip: Option<String>,
+    /// Call start, microseconds since the Unix epoch (an instant, UTC).
     pub start_us: i64,
+    /// Call end, microseconds since the Unix epoch; `start_us` plus the
+    /// duration (whole seconds). Not moved for `end_before_start` records.
     pub end_us: i64,
+    /// Event date of the start in KST (`YYYY-MM-DD`): the date partition a
+    /// valid record is expected in.
     pub date: String,
 }
 

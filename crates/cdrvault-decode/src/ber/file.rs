@@ -47,9 +47,16 @@ pub const FORMAT_BER: u8 = 1;
 /// The parts of a CDR file header cdrvault uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHeader {
+    /// Length of the whole file in bytes, header included, as the header
+    /// declares it (octets 1–4, big-endian).
     pub file_length: u32,
+    /// Length of the file header in bytes (octets 5–8); the first CDR
+    /// starts at this offset. At most [`MAX_HEADER`].
     pub header_length: u32,
+    /// Number of CDRs the file declares, or [`COUNT_UNKNOWN`] if the node
+    /// did not say; a declaration only, not checked against the body.
     pub cdr_count: u32,
+    /// File sequence number the generating node assigned (octets 23–26).
     pub sequence_number: u32,
     /// Identifies the file among files of all nodes (record ids are derived
     /// from it): opening timestamp, sequence number and node IP address.
@@ -67,6 +74,7 @@ pub enum HeaderProblem {
 }
 
 impl HeaderProblem {
+    /// One-line, identifier-free explanation for the reject log.
     pub fn describe(self) -> &'static str {
         match self {
             HeaderProblem::Truncated => "the file ends inside the TS 32.297 file header",
@@ -177,9 +185,19 @@ pub fn message_is_file(message: &[u8]) -> bool {
 pub enum Frame {
     /// A CDR: its header is `header_len` bytes, then `body_len` bytes of one
     /// BER value (whose own length agrees with the CDR header).
-    Cdr { header_len: usize, body_len: usize },
+    Cdr {
+        /// Bytes of the CDR header (before the BER value).
+        header_len: usize,
+        /// Bytes of the BER value (tag, length and contents).
+        body_len: usize,
+    },
     /// `len` bytes that cannot be used, and why.
-    Bad { len: usize, problem: FrameProblem },
+    Bad {
+        /// Bytes to skip; the next frame starts after them.
+        len: usize,
+        /// Why these bytes were not a usable CDR.
+        problem: FrameProblem,
+    },
 }
 
 impl Frame {
@@ -194,6 +212,7 @@ impl Frame {
         }
     }
 
+    /// Whether the frame occupies no bytes ([`len`](Self::len) is 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -205,15 +224,25 @@ pub enum FrameProblem {
     /// The file ends inside a CDR header.
     TruncatedHeader,
     /// The CDR header's length runs past the end of the file.
-    LengthPastEnd { declared: usize, available: usize },
+    LengthPastEnd {
+        /// CDR length in bytes the CDR header declares.
+        declared: usize,
+        /// Bytes actually left in the file after the CDR header.
+        available: usize,
+    },
     /// Bytes that are not a CDR (no CDR header followed by exactly one BER
     /// value of the declared length); skipped up to the next CDR found.
     Garbage,
     /// A well-framed CDR whose data record format is not BER.
-    NotBer { format: u8 },
+    NotBer {
+        /// The data record format value found (BER is [`FORMAT_BER`]).
+        format: u8,
+    },
 }
 
 impl FrameProblem {
+    /// One-line, identifier-free explanation for the reject log (byte
+    /// counts and format values only).
     pub fn describe(&self) -> String {
         match self {
             FrameProblem::TruncatedHeader => "the file ends inside a CDR header".into(),

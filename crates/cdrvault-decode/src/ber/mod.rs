@@ -1,9 +1,9 @@
 //! 3GPP charging data records: TS 32.297 CDR files of TS 32.298 BER records.
 //!
-//! * [`file`] frames a CDR file: file header, per-CDR headers, CDR count
+//! * [`file`](mod@file) frames a CDR file: file header, per-CDR headers, CDR count
 //!   (fixed binary fields, parsed by hand).
 //! * [`types`] is the subset of TS 32.298 cdrvault reads: the record kinds
-//!   and their members with the [`Role`](types::Role) each plays, and the
+//!   and their members with the [`Role`] each plays, and the
 //!   structured member types as `rasn` types (written from the
 //!   specification's type names, tags and field names; no 3GPP module text
 //!   is vendored).
@@ -19,12 +19,12 @@
 //!
 //! | record (arm) | record_type | service | caller | callee | start | end |
 //! |---|---|---|---|---|---|---|
-//! | MO call [0] | `mocallrecord` | `voice` | servedMSISDN (else callingNumber) | calledNumber | answerTime, else seizureTime | releaseTime, else start + callDuration |
-//! | MT call [1] | `mtcallrecord` | `voice` | callingNumber (may be absent) | servedMSISDN | answerTime, else seizureTime | releaseTime, else start + callDuration |
-//! | MO SMS [6] | `mosmsrecord` | `sms` | servedMSISDN | destinationNumber | originationTime | = start |
-//! | MT SMS [7] | `mtsmsrecord` | `sms` | (none in the record) | servedMSISDN | deliveryTime | = start |
-//! | SGSN PDP [20] | `sgsnpdprecord` | `data` | servedMSISDN | - | recordOpeningTime | start + duration |
-//! | S-GW [78] / P-GW [79] | `sgwrecord` / `pgwrecord` | `data` | servedMSISDN | - | startTime, else recordOpeningTime | stopTime, else start + duration |
+//! | MO call \[0\] | `mocallrecord` | `voice` | servedMSISDN (else callingNumber) | calledNumber | answerTime, else seizureTime | releaseTime, else start + callDuration |
+//! | MT call \[1\] | `mtcallrecord` | `voice` | callingNumber (may be absent) | servedMSISDN | answerTime, else seizureTime | releaseTime, else start + callDuration |
+//! | MO SMS \[6\] | `mosmsrecord` | `sms` | servedMSISDN | destinationNumber | originationTime | = start |
+//! | MT SMS \[7\] | `mtsmsrecord` | `sms` | (none in the record) | servedMSISDN | deliveryTime | = start |
+//! | SGSN PDP \[20\] | `sgsnpdprecord` | `data` | servedMSISDN | - | recordOpeningTime | start + duration |
+//! | S-GW \[78\] / P-GW \[79\] | `sgwrecord` / `pgwrecord` | `data` | servedMSISDN | - | startTime, else recordOpeningTime | stopTime, else start + duration |
 //!
 //! IMSI and IMEI are the served IMSI / IMEI (TBCD); cell is LAC-CI from
 //! `location` (CS) or `locationAreaCode` + `cellIdentifier` (SGSN), ECGI

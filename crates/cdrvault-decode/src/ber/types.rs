@@ -29,10 +29,13 @@ use rasn::prelude::*;
 /// cellId [1] OCTET STRING (SIZE(2)), mCC-MNC [2] OCTET STRING (SIZE(3)) OPTIONAL }`
 #[derive(AsnType, Decode, Encode, Debug, Clone, PartialEq, Eq)]
 pub struct LocationAreaAndCell {
+    /// Location area code, 2 octets as received.
     #[rasn(tag(context, 0))]
     pub location_area_code: FixedOctetString<2>,
+    /// Cell identity within the location area, 2 octets as received.
     #[rasn(tag(context, 1))]
     pub cell_id: FixedOctetString<2>,
+    /// Mobile country and network code, 3 octets as received, if present.
     #[rasn(tag(context, 2))]
     pub mcc_mnc: Option<FixedOctetString<3>>,
 }
@@ -41,7 +44,9 @@ pub struct LocationAreaAndCell {
 /// OCTET STRING (SIZE(16)), pDPAddressPrefixLength INTEGER (1..64) DEFAULT 64 }`
 #[derive(AsnType, Decode, Encode, Debug, Clone, PartialEq, Eq)]
 pub struct IpBinV6WithPrefix {
+    /// The IPv6 address, 16 octets in network order.
     pub address: FixedOctetString<16>,
+    /// Prefix length in bits (1..64); `None` means the ASN.1 default, 64.
     pub prefix_length: Option<u8>,
 }
 
@@ -74,6 +79,7 @@ pub enum IpAddress {
 #[derive(AsnType, Decode, Encode, Debug, Clone, PartialEq, Eq)]
 #[rasn(choice)]
 pub enum PdpAddress {
+    /// `iPAddress [0] IPAddress`: the only arm decoded.
     #[rasn(tag(explicit(context, 0)))]
     IpAddress(IpAddress),
 }
@@ -115,7 +121,7 @@ pub enum Role {
     UserLocation,
     /// [`PdpAddress`] (explicitly tagged CHOICE) → ip.
     PdpAddress,
-    /// `SEQUENCE OF ChangeOfCharCondition`: the uplink [3] and downlink [4]
+    /// `SEQUENCE OF ChangeOfCharCondition`: the uplink \[3\] and downlink \[4\]
     /// INTEGER data volumes → usage count.
     Volumes,
     /// `TimeStamp` (OCTET STRING (SIZE(9))) → start time; enters the id.

@@ -47,10 +47,13 @@ impl Digits {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 
+    /// Number of characters held (digits, plus a leading `+` if any), at
+    /// most [`MAX_DIGITS`].
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether no character is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
