@@ -444,7 +444,7 @@ impl fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
-    /// The cdrvault key id (see the [module docs](self)).
+    /// The cdrvault key id (see the `pkcs11` module docs).
     pub fn id(&self) -> KeyId {
         self.id
     }

@@ -1,7 +1,7 @@
 //! The purge: destroying expired call detail records on schedule, beyond
 //! recovery, honouring legal holds, with a destruction record.
 //!
-//! * [`plan`] (pure): which partitions and key periods have expired as of an
+//! * [`plan`](mod@plan) (pure): which partitions and key periods have expired as of an
 //!   instant, and which legal-hold copies are no longer held. The rule is
 //!   [`plan::RULE`]; expiry itself is [`cdrvault_retention::Period`].
 //! * [`holds`] (pure): legal holds, folded from the audit log's entries.
