@@ -28,6 +28,21 @@ pub enum AuditError {
         log_entries: u64,
         head_seq: Option<u64>,
     },
+    /// The log does not verify: nothing is appended to it.
+    #[error(
+        "the access log does not verify ({} problem(s); first: {}); refusing to append to it — run `cdrvault audit verify`",
+        problems.len(),
+        problems.first().map(|p| p.to_string()).unwrap_or_default()
+    )]
+    Tampered { problems: Vec<crate::Problem> },
+    /// The log and its head are both missing although its key exists.
+    #[error(
+        "the access log {log_file} and its head {head_file} are both missing, but the key store holds the log's key: the log was deleted (tampering); restore both from a backup — nothing is appended to a new, empty log"
+    )]
+    LogMissing {
+        log_file: PathBuf,
+        head_file: PathBuf,
+    },
     #[error("the access log's key is needed for this operation (sealing, opening or appending)")]
     NoKey,
     #[error("a sealed value in the access log could not be opened (wrong key or altered bytes)")]
