@@ -744,7 +744,7 @@ pub fn refuse_security_overrides(
         if let Some(k) = hit {
             return Err(ConfigError::SecurityOverride {
                 var,
-                key: *k,
+                key: k,
                 hint: if *k == "operators" {
                     "; roles are not configured at all: operators and their roles are registered in the access log (`cdrvault operator register`)"
                 } else {

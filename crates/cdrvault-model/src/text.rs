@@ -106,7 +106,8 @@ pub fn longest_number_run(text: &str) -> usize {
         let run: String = chars[start..end].iter().collect();
         let after_letters =
             start >= 2 && chars[start - 1] == '-' && chars[start - 2].is_ascii_alphabetic();
-        if !is_date(&run) && !(after_letters && is_year_serial(&run)) {
+        let exempt = is_date(&run) || (after_letters && is_year_serial(&run));
+        if !exempt {
             best = best.max(digits);
         }
         i = end.max(i + 1);
