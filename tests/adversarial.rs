@@ -139,21 +139,8 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
 /// Creates, approves and executes a request for `target` over
 /// `[from, to)`; returns (summary, released JSON document).
 fn lawful_request(sb: &Sandbox, id: &str, target: &str, from: &str, to: &str) -> (Value, Value) {
-    ok(sb, &request_create("kim", id, target, from, to));
-    ok(sb, &["request", "approve", "--operator", "lee", id]);
-    let out = ok(
-        sb,
-        &[
-            "request",
-            "execute",
-            "--operator",
-            "kim",
-            id,
-            "--format",
-            "json",
-        ],
-    );
-    let summary: Value = serde_json::from_str(&out).expect("summary JSON");
+    approved(sb, id, target, from, to);
+    let summary = execute_json(sb, id);
     let json_out = summary["outputs"]
         .as_array()
         .unwrap()
@@ -1201,6 +1188,23 @@ fn approved(sb: &Sandbox, id: &str, target: &str, from: &str, to: &str) {
     ok(sb, &["request", "approve", "--operator", "lee", id]);
 }
 
+/// `request execute` of `id` by kim: the JSON summary.
+fn execute_json(sb: &Sandbox, id: &str) -> Value {
+    let out = ok(
+        sb,
+        &[
+            "request",
+            "execute",
+            "--operator",
+            "kim",
+            id,
+            "--format",
+            "json",
+        ],
+    );
+    serde_json::from_str(&out).expect("summary JSON")
+}
+
 /// A request's status (`request show`).
 fn request_status(sb: &Sandbox, id: &str) -> String {
     let out = ok(sb, &["request", "show", id, "--format", "json"]);
@@ -1249,19 +1253,7 @@ fn defect_03_execute_cannot_move_the_lookup_clock() {
     assert_eq!(log_text(&sb), before, "nothing was logged or executed");
     assert_eq!(request_status(&sb, "KR-SPO-2026-0300"), "approved");
     // Executed now: the partition is beyond its retention and not read.
-    let out = ok(
-        &sb,
-        &[
-            "request",
-            "execute",
-            "--operator",
-            "kim",
-            "KR-SPO-2026-0300",
-            "--format",
-            "json",
-        ],
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = execute_json(&sb, "KR-SPO-2026-0300");
     assert_eq!(v["rows"], 0, "{v}");
     let nh = v["not_held"].as_array().unwrap();
     assert!(
@@ -1426,19 +1418,7 @@ fn defect_07_an_execution_killed_mid_way_is_closed_and_retried() {
     };
     approved(&sb, "KR-SPO-2026-0700", "msisdn:010-4444-5555", &from, &to);
     crash("KR-SPO-2026-0700");
-    let out = ok(
-        &sb,
-        &[
-            "request",
-            "execute",
-            "--operator",
-            "kim",
-            "KR-SPO-2026-0700",
-            "--format",
-            "json",
-        ],
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = execute_json(&sb, "KR-SPO-2026-0700");
     assert_eq!(v["rows"], 1, "{v}");
     assert_eq!(request_status(&sb, "KR-SPO-2026-0700"), "executed");
     let failed = shown(&sb, "request.failed");

@@ -1019,40 +1019,14 @@ fn free_text_with_control_characters_or_numbers_is_refused_and_logged() {
     let f = fixture();
     let d = &f.desk;
     let (kim, officer) = (f.op("kim"), f.op("officer"));
-    let forged = "case 1\n     99  2026-01-01 00:00:00  hold.released";
-    let code = refused_in(
-        d,
-        "hold",
-        officer,
-        d.add_hold(officer, "imsi:450051234567890", forged, None, now()),
-    );
-    assert_eq!(code, RefusalCode::BadText);
-    let code = refused_in(
-        d,
-        "hold",
-        officer,
-        d.add_hold(
-            officer,
-            "imsi:450051234567890",
-            "\u{1b}[2Jcase",
-            None,
-            now(),
-        ),
-    );
-    assert_eq!(code, RefusalCode::BadText);
-    let code = refused_in(
-        d,
-        "hold",
-        officer,
-        d.add_hold(
-            officer,
-            "imsi:450051234567890",
-            "about 010-9876-5432",
-            None,
-            now(),
-        ),
-    );
-    assert_eq!(code, RefusalCode::BadText);
+    for reason in [
+        "case 1\n     99  2026-01-01 00:00:00  hold.released",
+        "\u{1b}[2Jcase",
+        "about 010-9876-5432",
+    ] {
+        let r = d.add_hold(officer, "imsi:450051234567890", reason, None, now());
+        assert_eq!(refused_in(d, "hold", officer, r), RefusalCode::BadText);
+    }
     for (authority, warrant, basis) in [
         ("Police\r\nforged", "2026-영-1", "art. 13"),
         ("Police", "call +82 10 9876 5432", "art. 13"),
