@@ -139,21 +139,8 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
 /// Creates, approves and executes a request for `target` over
 /// `[from, to)`; returns (summary, released JSON document).
 fn lawful_request(sb: &Sandbox, id: &str, target: &str, from: &str, to: &str) -> (Value, Value) {
-    ok(sb, &request_create("kim", id, target, from, to));
-    ok(sb, &["request", "approve", "--operator", "lee", id]);
-    let out = ok(
-        sb,
-        &[
-            "request",
-            "execute",
-            "--operator",
-            "kim",
-            id,
-            "--format",
-            "json",
-        ],
-    );
-    let summary: Value = serde_json::from_str(&out).expect("summary JSON");
+    approved(sb, id, target, from, to);
+    let summary = execute_json(sb, id);
     let json_out = summary["outputs"]
         .as_array()
         .unwrap()
@@ -700,11 +687,13 @@ fn defect_04_dead_letters_expire_with_their_keys_and_reasons_quote_no_input() {
     assert_eq!(o.status.code(), Some(1), "the copy is still readable");
 
     // A period longer than the longest class is refused.
-    let o = cmd(&sb, &[])
-        .env("CDRVAULT__INGEST__DEAD_LETTER_PERIOD_MONTHS", "61")
-        .args(["config", "check"])
-        .output()
-        .unwrap();
+    let long = dead_letter_config(&sb, 61);
+    let o = cmd(
+        &sb,
+        &["--config", long.to_str().unwrap(), "config", "check"],
+    )
+    .output()
+    .unwrap();
     let (code, err) = failure(&o);
     assert_eq!(code, Some(3), "{err}");
     assert!(
@@ -713,11 +702,19 @@ fn defect_04_dead_letters_expire_with_their_keys_and_reasons_quote_no_input() {
     );
 
     // Kept one month: the old run's dead letters go, today's stay.
+    let month = dead_letter_config(&sb, 1);
     let o = cmd(
         &sb,
-        &["purge", "--operator", "kim.privacy", "--format", "json"],
+        &[
+            "--config",
+            month.to_str().unwrap(),
+            "purge",
+            "--operator",
+            "kim.privacy",
+            "--format",
+            "json",
+        ],
     )
-    .env("CDRVAULT__INGEST__DEAD_LETTER_PERIOD_MONTHS", "1")
     .output()
     .unwrap();
     let report: Value = serde_json::from_str(&succeeded("purge", &o)).unwrap();
@@ -757,6 +754,29 @@ fn defect_04_dead_letters_expire_with_their_keys_and_reasons_quote_no_input() {
     // The copy taken before can no longer be opened.
     let out = ok(&sb, &["verify-erasure", copy.to_str().unwrap()]);
     assert!(out.contains("key destroyed"), "{out}");
+}
+
+/// A configuration file: the embedded defaults with `edit` applied (paths
+/// and the bootstrap administrator still come from the sandbox's
+/// environment).
+fn config_file(sb: &Sandbox, name: &str, edit: impl Fn(&str) -> String) -> std::path::PathBuf {
+    let p = sb.path(name);
+    std::fs::write(&p, edit(cdrvault_config::DEFAULT_TOML)).expect("config file");
+    p
+}
+
+/// [`config_file`] keeping dead letters `months` months (a security
+/// setting: only from a file).
+fn dead_letter_config(sb: &Sandbox, months: u32) -> std::path::PathBuf {
+    config_file(sb, &format!("dead-letters-{months}.toml"), |t| {
+        let edited = t.replacen(
+            "dead_letter_period_months = 3",
+            &format!("dead_letter_period_months = {months}"),
+            1,
+        );
+        assert_ne!(edited, t, "the default names the dead-letter period");
+        edited
+    })
 }
 
 /// Today in Asia/Seoul.
@@ -901,7 +921,8 @@ fn defect_12_a_full_disk_while_creating_a_key_exits_1() {
         .all(|f| !f.to_string_lossy().ends_with(".parquet")));
 }
 
-/// Defect 12: the kill -9 test hooks of the purge and of compaction are
+/// Defect 12: the kill -9 test hooks of the purge, of compaction and of
+/// request execution are
 /// compiled only with their `test-hooks` feature, which the end-to-end
 /// package turns on and a build of the binary alone (`cargo build -p
 /// cdrvault --release`) does not.
@@ -927,7 +948,7 @@ fn defect_12_crash_hooks_are_not_in_a_build_of_the_binary_alone() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    for crate_ in ["cdrvault-purge", "cdrvault-compact"] {
+    for crate_ in ["cdrvault-purge", "cdrvault-compact", "cdrvault-desk"] {
         let hook = format!("{crate_} feature \"test-hooks\"");
         assert!(
             features("cdrvault-e2e", crate_).contains(&hook),
@@ -1148,4 +1169,498 @@ fn defect_05_a_full_disk_then_a_rerun_stores_each_record_once() {
         cdrvault_e2e::duckdb_count_all(&data),
         Ok(r.stored.len() as u64)
     );
+}
+
+/// The access log's lines.
+fn log_text(sb: &Sandbox) -> String {
+    std::fs::read_to_string(sb.audit_log()).unwrap_or_default()
+}
+
+/// Entries of `kind` (`audit show --format json`).
+fn shown(sb: &Sandbox, kind: &str) -> Vec<Value> {
+    let out = ok(sb, &["audit", "show", "--kind", kind, "--format", "json"]);
+    serde_json::from_str(&out).expect("entries JSON")
+}
+
+/// Creates and approves request `id` for `target` over `from..to`.
+fn approved(sb: &Sandbox, id: &str, target: &str, from: &str, to: &str) {
+    ok(sb, &request_create("kim", id, target, from, to));
+    ok(sb, &["request", "approve", "--operator", "lee", id]);
+}
+
+/// `request execute` of `id` by kim: the JSON summary.
+fn execute_json(sb: &Sandbox, id: &str) -> Value {
+    let out = ok(
+        sb,
+        &[
+            "request",
+            "execute",
+            "--operator",
+            "kim",
+            id,
+            "--format",
+            "json",
+        ],
+    );
+    serde_json::from_str(&out).expect("summary JSON")
+}
+
+/// A request's status (`request show`).
+fn request_status(sb: &Sandbox, id: &str) -> String {
+    let out = ok(sb, &["request", "show", id, "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["status"].as_str().unwrap().to_owned()
+}
+
+/// Defect 3: the lookup clock cannot be moved by the requester.
+/// `request execute --now <a past instant>` used to return records past
+/// their retention period, unlogged; the option is gone (a usage error,
+/// nothing logged), and an execution judges retention at the system clock.
+#[test]
+fn defect_03_execute_cannot_move_the_lookup_clock() {
+    let sb = Sandbox::with_operators();
+    // A mobile call 400 days ago, stored while it was still held (the
+    // ingest clock may be set: it only decides expiry on arrival).
+    let old = days_ago(400);
+    let s = ingest_at(
+        &sb,
+        "old.csv",
+        &[call_on("o1", "010-2222-3333", old)],
+        Some(&day_after(old)),
+    );
+    assert_eq!(s["stored"], 1, "{s}");
+    let (from, to) = (
+        (old - Duration::days(1)).to_string(),
+        (old + Duration::days(1)).to_string(),
+    );
+    approved(&sb, "KR-SPO-2026-0300", "msisdn:010-2222-3333", &from, &to);
+    let before = log_text(&sb);
+    let o = run(
+        &sb,
+        &[
+            "request",
+            "execute",
+            "--operator",
+            "kim",
+            "KR-SPO-2026-0300",
+            "--now",
+            &day_after(old),
+        ],
+    );
+    let (code, err) = failure(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--now"), "{err}");
+    assert_eq!(log_text(&sb), before, "nothing was logged or executed");
+    assert_eq!(request_status(&sb, "KR-SPO-2026-0300"), "approved");
+    // Executed now: the partition is beyond its retention and not read.
+    let v = execute_json(&sb, "KR-SPO-2026-0300");
+    assert_eq!(v["rows"], 0, "{v}");
+    let nh = v["not_held"].as_array().unwrap();
+    assert!(
+        nh.iter()
+            .any(|n| n["class"] == "mobile" && n["reason"] == "beyond_retention"),
+        "{v}"
+    );
+}
+
+/// Defect 6: after a middle entry was edited or two lines swapped, no
+/// command extends the log (create, approve, execute, cancel, hold, purge
+/// all exit 6 and append nothing); a log deleted with its head, while the
+/// key store holds the audit key, is tampering, not "intact".
+#[test]
+fn defect_06_nothing_is_appended_to_a_log_that_does_not_verify() {
+    let sb = Sandbox::with_operators();
+    let (from, to) = (days_ago(10).to_string(), days_ago(2).to_string());
+    approved(&sb, "KR-SPO-2026-0600", "msisdn:010-5550-1234", &from, &to);
+    ok(
+        &sb,
+        &request_create(
+            "kim",
+            "KR-SPO-2026-0601",
+            "msisdn:010-5550-1234",
+            &from,
+            &to,
+        ),
+    );
+    let pristine = log_text(&sb);
+    let lines: Vec<&str> = pristine.lines().collect();
+    let n = lines.len();
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    // The first request's creation, three entries before the end.
+    assert!(
+        edited[n - 3].contains("request.created"),
+        "{}",
+        edited[n - 3]
+    );
+    edited[n - 3] = edited[n - 3].replacen("Seoul", "Seoui", 1);
+    let mut swapped: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    swapped.swap(3, 4);
+    let attempts: [&[&str]; 6] = [
+        &[
+            "request",
+            "create",
+            "--operator",
+            "kim",
+            "--id",
+            "KR-SPO-2026-0602",
+            "--authority",
+            "Police",
+            "--warrant",
+            "2026-영-1",
+            "--target",
+            "msisdn:010-5550-1234",
+            "--from",
+            from.as_str(),
+            "--to",
+            to.as_str(),
+        ],
+        &[
+            "request",
+            "approve",
+            "--operator",
+            "lee",
+            "KR-SPO-2026-0601",
+        ],
+        &[
+            "request",
+            "execute",
+            "--operator",
+            "kim",
+            "KR-SPO-2026-0600",
+        ],
+        &["request", "cancel", "--operator", "kim", "KR-SPO-2026-0601"],
+        &[
+            "hold",
+            "add",
+            "--operator",
+            "officer",
+            "--target",
+            "imsi:450051234567890",
+            "--reason",
+            "case",
+        ],
+        &["purge", "--operator", "kim.privacy"],
+    ];
+    for (what, tampered) in [("edited", edited), ("swapped", swapped)] {
+        let text = tampered.join("\n") + "\n";
+        std::fs::write(sb.audit_log(), &text).unwrap();
+        let o = run(&sb, &["audit", "verify"]);
+        assert_eq!(o.status.code(), Some(6), "{what}");
+        for args in attempts {
+            let (code, err) = failure(&run(&sb, args));
+            assert_eq!(code, Some(6), "{what} {args:?}: {err}");
+            assert!(err.contains("does not verify"), "{what} {args:?}: {err}");
+        }
+        assert_eq!(log_text(&sb), text, "{what}: nothing was appended");
+        std::fs::write(sb.audit_log(), &pristine).unwrap();
+    }
+    assert_eq!(run(&sb, &["audit", "verify"]).status.code(), Some(0));
+    ok(
+        &sb,
+        &[
+            "request",
+            "approve",
+            "--operator",
+            "lee",
+            "KR-SPO-2026-0601",
+        ],
+    );
+
+    // Deleting both the log and its head is not a fresh start.
+    std::fs::remove_file(sb.audit_log()).unwrap();
+    std::fs::remove_file(sb.audit_head()).unwrap();
+    let o = run(&sb, &["audit", "verify", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(6));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(v["problems"][0]["problem"], "log_missing", "{v}");
+    let (code, err) = failure(&run(
+        &sb,
+        &request_create(
+            "kim",
+            "KR-SPO-2026-0603",
+            "msisdn:010-5550-1234",
+            &from,
+            &to,
+        ),
+    ));
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("deleted"), "{err}");
+    assert!(!sb.audit_log().exists(), "no new log was started");
+}
+
+/// Defect 7: an execution killed after `request.executing` (kill -9, the
+/// `test-hooks` crash hook) left the request `executing` for ever. Now
+/// the next execute finds its process gone, logs `request.failed` with
+/// reason `interrupted` and runs; a cancel does the same.
+#[test]
+fn defect_07_an_execution_killed_mid_way_is_closed_and_retried() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::with_operators();
+    ingest(
+        &sb,
+        "in.csv",
+        &[call_on("k1", "010-4444-5555", days_ago(3))],
+    );
+    let (from, to) = (days_ago(10).to_string(), days_ago(1).to_string());
+    let crash = |id: &str| {
+        let o = cmd(&sb, &["request", "execute", "--operator", "kim", id])
+            .env("CDRVAULT_TEST_CRASH_AT", "request.executing")
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.signal(),
+            Some(9),
+            "killed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(request_status(&sb, id), "executing");
+    };
+    approved(&sb, "KR-SPO-2026-0700", "msisdn:010-4444-5555", &from, &to);
+    crash("KR-SPO-2026-0700");
+    let v = execute_json(&sb, "KR-SPO-2026-0700");
+    assert_eq!(v["rows"], 1, "{v}");
+    assert_eq!(request_status(&sb, "KR-SPO-2026-0700"), "executed");
+    let failed = shown(&sb, "request.failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["subject"], "KR-SPO-2026-0700");
+    assert_eq!(failed[0]["data"]["reason"], "interrupted");
+    let executing = shown(&sb, "request.executing");
+    assert_eq!(executing.len(), 2);
+    assert_eq!(failed[0]["data"]["executing_seq"], executing[0]["seq"]);
+    assert!(executing[0]["data"]["process"]["pid"].as_u64().is_some());
+
+    approved(&sb, "KR-SPO-2026-0701", "msisdn:010-4444-5555", &from, &to);
+    crash("KR-SPO-2026-0701");
+    ok(
+        &sb,
+        &[
+            "request",
+            "cancel",
+            "--operator",
+            "kim",
+            "KR-SPO-2026-0701",
+            "--reason",
+            "withdrawn",
+        ],
+    );
+    assert_eq!(request_status(&sb, "KR-SPO-2026-0701"), "cancelled");
+    assert_eq!(shown(&sb, "request.failed").len(), 2);
+    assert_eq!(run(&sb, &["audit", "verify"]).status.code(), Some(0));
+}
+
+/// Defect 10: holds need a hold officer (a refusal is logged as
+/// `hold.refused`); free text (hold reasons, authority, warrant, legal
+/// basis, cancellation reasons) with control characters, bidi overrides
+/// or number-like runs is refused without echoing it; and what is in the
+/// log anyway (written by hand) is escaped by `audit show` and `hold list`.
+#[test]
+fn defect_10_holds_need_a_hold_officer_and_free_text_cannot_forge_or_leak() {
+    let sb = Sandbox::with_operators();
+    let hold = |op: &str, reason: &str| {
+        run(
+            &sb,
+            &[
+                "hold",
+                "add",
+                "--operator",
+                op,
+                "--target",
+                "imsi:450051234567890",
+                "--reason",
+                reason,
+            ],
+        )
+    };
+    let (code, err) = failure(&hold("kim", "case 7"));
+    assert_eq!(code, Some(5), "{err}");
+    let refused = shown(&sb, "hold.refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["data"]["code"], "wrong_role");
+    assert_eq!(refused[0]["actor"], "kim");
+    ok(&sb, &["hold", "list"]);
+    for (reason, says) in [
+        (
+            "case 1\n     99  2026-01-01 09:00:00  hold.released",
+            "control character",
+        ),
+        ("\u{1b}[2Jcase", "control character"),
+        ("case \u{202e}1 esac", "invisible"),
+        ("owner 010-9876-5432", "number-like"),
+    ] {
+        let (code, err) = failure(&hold("officer", reason));
+        assert_eq!(code, Some(5), "{err}");
+        assert!(err.contains(says) && err.contains("--reason"), "{err}");
+        assert!(!err.contains("9876"), "the value is not echoed: {err}");
+    }
+    let (from, to) = (days_ago(10).to_string(), days_ago(2).to_string());
+    for (authority, warrant) in [
+        ("Police\r\n     12  forged", "2026-영-1"),
+        ("Police", "see 010 9876 5432"),
+    ] {
+        let args = cdrvault_e2e::request_create_by(
+            "kim",
+            "KR-SPO-2026-1000",
+            authority,
+            warrant,
+            "msisdn:010-5550-1234",
+            &from,
+            &to,
+        );
+        let (code, err) = failure(&run(&sb, &args));
+        assert_eq!(code, Some(5), "{err}");
+        assert!(!err.contains("9876"), "{err}");
+    }
+    assert!(
+        !log_text(&sb).contains("forged"),
+        "no refused text is logged"
+    );
+    for kind in ["hold.refused", "request.refused"] {
+        for e in shown(&sb, kind) {
+            let message = e["data"]["message"].as_str().unwrap();
+            assert!(!message.contains("9876"), "{message}");
+            assert!(e["data"].get("authority").is_none(), "{e}");
+        }
+    }
+    assert_eq!(shown(&sb, "hold.refused").len(), 5);
+    assert_eq!(shown(&sb, "request.refused").len(), 2);
+    ok(
+        &sb,
+        &[
+            "hold",
+            "add",
+            "--operator",
+            "officer",
+            "--target",
+            "imsi:450051234567890",
+            "--reason",
+            "case KR-SPO-2026-0042",
+        ],
+    );
+
+    // Text already in the log (appended by hand with the audit key) is
+    // escaped on output: one line per entry and per hold, no escapes.
+    let key = sb.key_store().audit_key().unwrap();
+    let log = cdrvault_audit::AuditLog::open(
+        cdrvault_audit::AuditPaths {
+            log_file: sb.audit_log(),
+            head_file: sb.audit_head(),
+        },
+        Some(key),
+    )
+    .unwrap();
+    log.append(cdrvault_audit::Event::new(
+        "hold.added",
+        "eve\n     98  2026-01-01 09:00:00  hold.released",
+        "h9",
+        serde_json::json!({
+            "target_kind": "imsi", "target": "x", "until": null,
+            "reason": "x\n     99  forged\u{1b}[31m\u{202e}",
+        }),
+    ))
+    .unwrap();
+    let entries = shown(&sb, "hold.added").len();
+    let text = ok(&sb, &["audit", "show", "--kind", "hold.added"]);
+    assert_eq!(text.lines().count(), entries, "{text}");
+    let list = ok(&sb, &["hold", "list"]);
+    assert_eq!(list.lines().count(), 1 + 2, "{list}");
+    for out in [&text, &list] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{out}"
+        );
+        assert!(out.contains("eve\\u{a}"), "{out}");
+    }
+    assert!(list.contains("forged\\u{1b}[31m\\u{202e}"), "{list}");
+}
+
+/// Defect 11: security settings could be changed from the environment
+/// (`CDRVAULT__LOOKUP__DUAL_CONTROL=false`) silently. An environment
+/// override of a security setting is now refused (exit 3); the effective
+/// security settings are recorded in the access log (`config.security`)
+/// by the first entry after each change, here made in a configuration
+/// file.
+#[test]
+fn defect_11_security_settings_are_logged_and_not_taken_from_the_environment() {
+    let sb = Sandbox::with_operators();
+    let (from, to) = (days_ago(10).to_string(), days_ago(2).to_string());
+    let before = log_text(&sb);
+    for (var, value) in [
+        ("CDRVAULT__LOOKUP__DUAL_CONTROL", "false"),
+        ("CDRVAULT__INGEST__DEAD_LETTER_PERIOD_MONTHS", "60"),
+        ("CDRVAULT__RETENTION__CLASSES", "[]"),
+        ("CDRVAULT__OPERATORS__MALLORY", "approver"),
+    ] {
+        for args in [
+            request_create(
+                "kim",
+                "KR-SPO-2026-1100",
+                "msisdn:010-5550-1234",
+                &from,
+                &to,
+            ),
+            vec!["config", "check"],
+        ] {
+            let o = cmd(&sb, &args).env(var, value).output().unwrap();
+            let (code, err) = failure(&o);
+            assert_eq!(code, Some(3), "{var}: {err}");
+            assert!(err.contains(var), "{err}");
+        }
+    }
+    assert_eq!(log_text(&sb), before, "nothing was logged");
+    // The settings in effect were recorded with the first entry.
+    let sec = shown(&sb, "config.security");
+    assert_eq!(sec.len(), 1);
+    assert_eq!(sec[0]["seq"], 0);
+    assert_eq!(sec[0]["data"]["settings"]["dual_control"], true);
+    assert!(sec[0]["data"]["digest"]
+        .as_str()
+        .is_some_and(|d| d.len() == 64));
+    // Dual control turned off in a configuration file: recorded, with
+    // what changed, before the first entry made under it.
+    let off = config_file(&sb, "no-dual-control.toml", |t| {
+        t.replacen("dual_control = true", "dual_control = false", 1)
+    });
+    let off = off.to_str().unwrap();
+    let mut args = vec!["--config", off];
+    args.extend(request_create(
+        "kim",
+        "KR-SPO-2026-1101",
+        "msisdn:010-5550-1234",
+        &from,
+        &to,
+    ));
+    ok(&sb, &args);
+    let sec = shown(&sb, "config.security");
+    assert_eq!(sec.len(), 2);
+    assert_eq!(
+        sec[1]["data"]["changed"],
+        serde_json::json!(["dual_control"])
+    );
+    assert_eq!(sec[1]["data"]["settings"]["dual_control"], false);
+    assert_eq!(sec[1]["data"]["previous_digest"], sec[0]["data"]["digest"]);
+    let created = shown(&sb, "request.created");
+    assert_eq!(
+        created.last().unwrap()["seq"].as_u64(),
+        sec[1]["seq"].as_u64().map(|s| s + 1)
+    );
+    // Unchanged settings are not recorded again; changing back is.
+    let mut again = vec!["--config", off];
+    again.extend([
+        "request",
+        "approve",
+        "--operator",
+        "lee",
+        "KR-SPO-2026-1101",
+    ]);
+    ok(&sb, &again);
+    assert_eq!(shown(&sb, "config.security").len(), 2);
+    ok(
+        &sb,
+        &["request", "cancel", "--operator", "kim", "KR-SPO-2026-1101"],
+    );
+    let sec = shown(&sb, "config.security");
+    assert_eq!(sec.len(), 3);
+    assert_eq!(sec[2]["data"]["digest"], sec[0]["data"]["digest"]);
+    assert_eq!(run(&sb, &["audit", "verify"]).status.code(), Some(0));
 }

@@ -6,9 +6,10 @@ use cdrvault_audit::{AuditLog, AuditPaths, Event};
 use cdrvault_e2e::{request_create, succeeded, Sandbox, OPERATORS};
 use serde_json::json;
 
-/// Entries every sandbox with operators starts with: the bootstrap
-/// administrator's registration and one per operator.
-const REGISTRATIONS: usize = OPERATORS.len() + 1;
+/// Entries every sandbox with operators starts with: the security
+/// settings in effect (`config.security`), the bootstrap administrator's
+/// registration and one per operator.
+const REGISTRATIONS: usize = OPERATORS.len() + 2;
 
 /// A sandbox with keys, the operators registered, and `n` lawful requests
 /// created by kim through the signed desk (`request.created`, target

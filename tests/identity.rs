@@ -299,10 +299,28 @@ fn an_operator_added_by_editing_the_config_cannot_act() {
     let o = edited(&["audit", "verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&o.stdout).contains("operator_entry_rejected"));
+    // Nothing but refusals, and the record of the changed anchor
+    // (`config.security`) before the first of those made under it.
     let all = entries(&sb);
-    assert!(all[before..]
+    let kinds: Vec<&str> = all[before..]
         .iter()
-        .all(|e| e["kind"].as_str().unwrap().ends_with(".refused")));
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .all(|k| k.ends_with(".refused") || *k == "config.security"),
+        "{kinds:?}"
+    );
+    let changed = all[before..]
+        .iter()
+        .find(|e| e["kind"] == "config.security")
+        .expect("the changed bootstrap administrator is recorded");
+    assert_eq!(
+        changed["data"]["changed"],
+        json!(["bootstrap_admin"]),
+        "{changed}"
+    );
     let ops = ok(&sb, &["operator", "list", "--format", "json"]);
     assert!(!ops.contains("mallory"), "{ops}");
     assert!(!ok(&sb, &["request", "list"]).contains("KR-SPO-2026-5"));

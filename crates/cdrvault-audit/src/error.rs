@@ -49,6 +49,27 @@ pub enum AuditError {
         /// The `seq` the head names (`None`: no head file).
         head_seq: Option<u64>,
     },
+    /// The log does not verify: nothing is appended to it (exit 6).
+    #[error(
+        "the access log does not verify ({} problem(s); first: {}); refusing to append to it — run `cdrvault audit verify`",
+        problems.len(),
+        problems.first().map(|p| p.to_string()).unwrap_or_default()
+    )]
+    Tampered {
+        /// What verification found, in log order.
+        problems: Vec<crate::Problem>,
+    },
+    /// The log and its head are both missing although its key exists: the
+    /// log was deleted (tampering, exit 6).
+    #[error(
+        "the access log {log_file} and its head {head_file} are both missing, but the key store holds the log's key: the log was deleted (tampering); restore both from a backup — nothing is appended to a new, empty log"
+    )]
+    LogMissing {
+        /// Where the log file should be.
+        log_file: PathBuf,
+        /// Where its head file should be.
+        head_file: PathBuf,
+    },
     /// The handle was opened without the audit key, and the operation needs it
     /// (appending, sealing or opening a sealed value).
     #[error("the access log's key is needed for this operation (sealing, opening or appending)")]

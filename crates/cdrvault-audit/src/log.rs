@@ -17,14 +17,21 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::io_err;
-use crate::AuditError;
+use crate::{AuditError, SignaturePolicy};
 
 /// `prev` of the first entry.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const ENTRY_DOMAIN: &[u8] = b"cdrvault-audit/v1\0";
 const HEAD_DOMAIN: &[u8] = b"cdrvault-audit/v1/head\0";
+/// The head MAC of format 2 covers the verified-prefix checkpoint too.
+const HEAD_DOMAIN_V2: &[u8] = b"cdrvault-audit/v2/head\0";
+/// Domain of the digest of the log's verified prefix.
+const PREFIX_DOMAIN: &[u8] = b"cdrvault-audit/v1/prefix\0";
 const SEAL_DOMAIN: &str = "cdrvault-audit/v1|";
-const HEAD_FORMAT: u32 = 1;
+/// Heads written now: with the checkpoint (`verified`). Format 1 heads
+/// (no checkpoint) are still read; the next append verifies the whole log
+/// once and writes a format 2 head.
+const HEAD_FORMAT: u32 = 2;
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
@@ -211,6 +218,46 @@ pub(crate) struct HeadFile {
     pub(crate) hash: String,
     pub(crate) mac: Option<String>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// The verified prefix (format 2): covered by `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) verified: Option<Checkpoint>,
+}
+
+/// A verified-prefix checkpoint, kept in the head under its MAC: the first
+/// `bytes` bytes of the log (entries `0..=seq`, whole lines) were verified
+/// entry by entry when they were appended, and their digest is `digest`.
+/// An append checks the prefix by its digest alone and verifies only the
+/// entries after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Checkpoint {
+    pub(crate) seq: u64,
+    pub(crate) bytes: u64,
+    pub(crate) digest: String,
+}
+
+/// SHA-256 of the log's first bytes, domain-separated.
+pub(crate) fn prefix_hasher() -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(PREFIX_DOMAIN);
+    h
+}
+
+impl LogBytes {
+    /// Whether `cp` holds for this log: its prefix ends on a line boundary
+    /// after entry `cp.seq` and has the recorded digest. Returns the hasher
+    /// fed with the prefix, to be continued for the next checkpoint.
+    pub(crate) fn check_prefix(&self, cp: &Checkpoint) -> Option<Sha256> {
+        let n = usize::try_from(cp.bytes).ok()?;
+        let i = usize::try_from(cp.seq).ok()?;
+        let (_, _, end) = *self.lines.get(i)?;
+        if end + 1 != n {
+            return None;
+        }
+        let mut h = prefix_hasher();
+        h.update(&self.bytes[..n]);
+        (hex::encode(h.clone().finalize()) == cp.digest).then_some(h)
+    }
 }
 
 /// One line parsed: the entry as stored and the hash its body really has.
@@ -229,11 +276,31 @@ pub(crate) fn entry_hash(body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-fn head_message(seq: u64, hash: &str) -> Vec<u8> {
-    let mut m = HEAD_DOMAIN.to_vec();
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(hash.as_bytes());
+fn head_message(h: &HeadFile) -> Vec<u8> {
+    let mut m = if h.format >= 2 {
+        HEAD_DOMAIN_V2.to_vec()
+    } else {
+        HEAD_DOMAIN.to_vec()
+    };
+    m.extend_from_slice(&h.seq.to_be_bytes());
+    m.extend_from_slice(h.hash.as_bytes());
+    if h.format >= 2 {
+        match &h.verified {
+            None => m.push(0),
+            Some(cp) => {
+                m.push(1);
+                m.extend_from_slice(&cp.seq.to_be_bytes());
+                m.extend_from_slice(&cp.bytes.to_be_bytes());
+                m.extend_from_slice(cp.digest.as_bytes());
+            }
+        }
+    }
     m
+}
+
+#[cfg(test)]
+pub(crate) fn head_message_for_tests(h: &HeadFile) -> Vec<u8> {
+    head_message(h)
 }
 
 pub(crate) fn entry_mac_ok(key: &AuditKey, e: &Entry) -> bool {
@@ -247,7 +314,7 @@ pub(crate) fn head_mac_ok(key: &AuditKey, h: &HeadFile) -> bool {
     h.mac
         .as_deref()
         .and_then(|m| hex::decode(m).ok())
-        .is_some_and(|m| key.verify_tag(&head_message(h.seq, &h.hash), &m))
+        .is_some_and(|m| key.verify_tag(&head_message(h), &m))
 }
 
 pub(crate) fn parse_line(bytes: &[u8]) -> Result<ParsedLine, String> {
@@ -331,7 +398,7 @@ pub(crate) fn read_head(path: &Path) -> Result<Option<HeadFile>, AuditError> {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    if h.format != HEAD_FORMAT {
+    if h.format != 1 && h.format != HEAD_FORMAT {
         return Err(AuditError::BadHead {
             path: path.to_owned(),
             reason: format!("unsupported format {}", h.format),
@@ -385,6 +452,12 @@ pub struct AuditLog {
     paths: AuditPaths,
     key: Option<AuditKey>,
     signer: Option<Box<dyn Signer>>,
+    /// What appends require of signatures when they verify the entries
+    /// after the checkpoint (the same policy `audit verify` applies).
+    policy: SignaturePolicy,
+    /// The key existed before this handle: a log and head that are both
+    /// missing were deleted ([`AuditError::LogMissing`]).
+    existing_log_expected: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -393,6 +466,8 @@ impl std::fmt::Debug for AuditLog {
             .field("paths", &self.paths)
             .field("key", &self.key)
             .field("signer", &self.signer.as_ref().map(|s| s.public_key()))
+            .field("policy", &self.policy)
+            .field("existing_log_expected", &self.existing_log_expected)
             .finish()
     }
 }
@@ -406,7 +481,50 @@ impl AuditLog {
             paths,
             key,
             signer: None,
+            policy: SignaturePolicy::default(),
+            existing_log_expected: false,
         })
+    }
+
+    /// Appends verify the entries after the checkpoint against `policy`
+    /// (which kinds must be signed, the registry's anchor), as
+    /// [`verify_with`](Self::verify_with) does.
+    pub fn with_policy(mut self, policy: SignaturePolicy) -> AuditLog {
+        self.policy = policy;
+        self
+    }
+
+    /// Says that the key was in the key store before this handle was made
+    /// (it was not created for a new log): then a log whose file and head
+    /// are both missing was deleted, and reading, appending and verifying
+    /// report it ([`AuditError::LogMissing`], [`crate::Problem::LogMissing`]).
+    pub fn expecting_existing_log(mut self, expected: bool) -> AuditLog {
+        self.existing_log_expected = expected && self.key.is_some();
+        self
+    }
+
+    /// The log file and its head are both missing although the key says a
+    /// log was started.
+    pub(crate) fn deleted(&self) -> Result<bool, AuditError> {
+        if !self.existing_log_expected {
+            return Ok(false);
+        }
+        let exists = |p: &Path| match fs::symlink_metadata(p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(p)(e)),
+        };
+        Ok(!exists(&self.paths.log_file)? && !exists(&self.paths.head_file)?)
+    }
+
+    fn refuse_deleted(&self) -> Result<(), AuditError> {
+        if self.deleted()? {
+            return Err(AuditError::LogMissing {
+                log_file: self.paths.log_file.clone(),
+                head_file: self.paths.head_file.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Every entry appended through this handle from now on is signed by
@@ -429,6 +547,8 @@ impl AuditLog {
             paths: self.paths.clone(),
             key: self.key.clone(),
             signer: Some(signer),
+            policy: self.policy.clone(),
+            existing_log_expected: self.existing_log_expected,
         }
     }
 
@@ -450,6 +570,10 @@ impl AuditLog {
 
     pub(crate) fn key(&self) -> Option<&AuditKey> {
         self.key.as_ref()
+    }
+
+    pub(crate) fn policy(&self) -> &SignaturePolicy {
+        &self.policy
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -503,6 +627,7 @@ impl AuditLog {
     /// Every entry in order (a torn final line from a crash is skipped).
     /// Parses but does not verify: see [`verify`](Self::verify).
     pub fn entries(&self) -> Result<Vec<Entry>, AuditError> {
+        self.refuse_deleted()?;
         let Some(_lock) = self.lock(false)? else {
             return Ok(Vec::new());
         };
@@ -533,37 +658,94 @@ impl AuditLog {
     }
 
     /// Under the exclusive lock: reads the log, checks that it ends where
-    /// the head says, lets `f` decide from the entries so far (for example,
-    /// refuse to approve a request that is no longer pending) and appends
-    /// the event it returns, durably (line fsynced, then the head replaced).
+    /// the head says and that it verifies (see [`check`](Self::check)),
+    /// lets `f` decide from the entries so far (for example, refuse to
+    /// approve a request that is no longer pending) and appends the event
+    /// it returns, durably (line fsynced, then the head replaced).
     /// `f` returning an error appends nothing.
     pub fn append_checked<T, E: From<AuditError>>(
         &self,
         f: impl FnOnce(&[Entry]) -> Result<(Event, T), E>,
     ) -> Result<(Entry, T), E> {
+        let (mut entries, out) =
+            self.append_all_checked(|es| f(es).map(|(event, out)| (vec![event], out)))?;
+        let entry = entries
+            .pop()
+            .ok_or_else(|| AuditError::Encode("no entry appended".into()))?;
+        Ok((entry, out))
+    }
+
+    /// [`append_checked`](Self::append_checked) for several events decided
+    /// together: they are appended in order under the same lock, each line
+    /// fsynced and the head replaced after each (so a crash leaves the
+    /// states one append can leave). `f` returning no event appends nothing.
+    pub fn append_all_checked<T, E: From<AuditError>>(
+        &self,
+        f: impl FnOnce(&[Entry]) -> Result<(Vec<Event>, T), E>,
+    ) -> Result<(Vec<Entry>, T), E> {
         let key = self.key.as_ref().ok_or(AuditError::NoKey)?;
         let _lock = self.lock(true)?;
+        let checked = self.checked(key)?;
+        let mut entries = checked.entries;
+        let (events, out) = f(&entries)?;
+
         let path = &self.paths.log_file;
-        let log = read_log_bytes(path)?;
-        let parsed = self.parse_lines(&log)?;
-        let last_body_intact = parsed
-            .last()
-            .is_none_or(|p| p.computed_hash == p.entry.hash);
-        let entries: Vec<Entry> = parsed.into_iter().map(|p| p.entry).collect();
-        let head = read_head(&self.paths.head_file)?;
-        if !last_body_intact {
-            return Err(AuditError::HeadMismatch {
-                log_entries: entries.len() as u64,
-                head_seq: head.map(|h| h.seq),
-            }
-            .into());
+        let log = checked.log;
+        let mut prefix = checked.prefix;
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .open(path)
+            .map_err(io_err(path))?;
+        if log.torn > 0 {
+            // Never acknowledged: the crash came before the caller saw Ok.
+            file.set_len((log.bytes.len() - log.torn) as u64)
+                .map_err(io_err(path))?;
         }
-        self.check_tail(key, &entries, head.as_ref())?;
+        let mut length = (log.bytes.len() - log.torn) as u64;
+        let mut appended = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = entries.len() as u64;
+            let prev = entries.last().map_or(GENESIS_PREV, |e| e.hash.as_str());
+            let (entry, line) = self.encode(key, seq, prev, event)?;
+            file.write_all(&line)
+                .and_then(|()| file.sync_data())
+                .map_err(io_err(path))?;
+            if created && seq == 0 {
+                fsync_dir(parent(path))?;
+            }
+            prefix.update(&line);
+            length += line.len() as u64;
+            let mut head = HeadFile {
+                format: HEAD_FORMAT,
+                seq,
+                hash: entry.hash.clone(),
+                mac: None,
+                updated_at: Utc::now(),
+                verified: Some(Checkpoint {
+                    seq,
+                    bytes: length,
+                    digest: hex::encode(prefix.clone().finalize()),
+                }),
+            };
+            head.mac = Some(hex::encode(key.tag(&head_message(&head))));
+            write_head(&self.paths.head_file, &head)?;
+            entries.push(entry.clone());
+            appended.push(entry);
+        }
+        Ok((appended, out))
+    }
 
-        let (event, out) = f(&entries)?;
-
-        let seq = entries.len() as u64;
-        let prev = entries.last().map_or(GENESIS_PREV, |e| e.hash.as_str());
+    /// One entry's stored line (signed when a signer is attached).
+    fn encode(
+        &self,
+        key: &AuditKey,
+        seq: u64,
+        prev: &str,
+        event: Event,
+    ) -> Result<(Entry, Vec<u8>), AuditError> {
         let signer = self.signer.as_deref();
         let body = Body {
             seq,
@@ -593,44 +775,89 @@ impl AuditLog {
         })
         .map_err(|e| AuditError::Encode(e.to_string()))?;
         line.push(b'\n');
-
-        let created = !path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(FILE_MODE)
-            .open(path)
-            .map_err(io_err(path))?;
-        if log.torn > 0 {
-            // Never acknowledged: the crash came before the caller saw Ok.
-            file.set_len((log.bytes.len() - log.torn) as u64)
-                .map_err(io_err(path))?;
-        }
-        file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .map_err(io_err(path))?;
-        if created {
-            fsync_dir(parent(path))?;
-        }
-        let head_mac = hex::encode(key.tag(&head_message(seq, &hash)));
-        write_head(
-            &self.paths.head_file,
-            &HeadFile {
-                format: HEAD_FORMAT,
-                seq,
-                hash: hash.clone(),
-                mac: Some(head_mac),
-                updated_at: Utc::now(),
-            },
-        )?;
         let mut body = body;
         let signature = body.signer.take().map(|signer| EntrySignature {
             signer,
             sshsig: sig,
             check: SignatureCheck::Valid,
         });
-        let entry = body.into_entry(hash, Some(mac), signature);
-        Ok((entry, out))
+        Ok((body.into_entry(hash, Some(mac), signature), line))
+    }
+
+    /// Whether the log may be appended to now, without appending: the
+    /// checks of [`append_checked`](Self::append_checked) under the lock
+    /// (for work that must not start on a log that does not verify, such
+    /// as resuming an interrupted purge).
+    pub fn check(&self) -> Result<(), AuditError> {
+        let key = self.key.as_ref().ok_or(AuditError::NoKey)?;
+        let _lock = self.lock(true)?;
+        self.checked(key).map(drop)
+    }
+
+    /// The log read under the caller's exclusive lock and checked for an
+    /// append: not deleted, every line an entry, ending where the head
+    /// says (or one entry past it), the prefix up to the head's checkpoint
+    /// unchanged (by its digest), and every entry after the checkpoint
+    /// verified as [`verify_with`](Self::verify_with) would (hash, MAC,
+    /// sequence, link, signatures under the policy). A log that does not
+    /// verify is [`AuditError::Tampered`]: nothing is appended to it.
+    fn checked(&self, key: &AuditKey) -> Result<Checked, AuditError> {
+        self.refuse_deleted()?;
+        let path = &self.paths.log_file;
+        let log = read_log_bytes(path)?;
+        let parsed = self.parse_lines(&log)?;
+        let head = read_head(&self.paths.head_file)?;
+        let last_body_intact = parsed
+            .last()
+            .is_none_or(|p| p.computed_hash == p.entry.hash);
+        if !last_body_intact {
+            return Err(AuditError::HeadMismatch {
+                log_entries: parsed.len() as u64,
+                head_seq: head.map(|h| h.seq),
+            });
+        }
+        {
+            let entries: Vec<&Entry> = parsed.iter().map(|p| &p.entry).collect();
+            self.check_tail(key, &entries, head.as_ref())?;
+        }
+        let checkpoint = head.as_ref().and_then(|h| h.verified.as_ref());
+        let (from, prefix) = match checkpoint {
+            None => (0, Some(prefix_hasher())),
+            Some(cp) => match log.check_prefix(cp) {
+                Some(h) => (cp.seq as usize + 1, Some(h)),
+                None => (0, None),
+            },
+        };
+        let problems = crate::verify::verify_tail(self, &log, &parsed, from);
+        let prefix = match prefix {
+            Some(p) if problems.is_empty() => p,
+            _ => {
+                let mut problems = if from == 0 {
+                    problems
+                } else {
+                    crate::verify::verify_tail(self, &log, &parsed, 0)
+                };
+                if problems.is_empty() {
+                    problems.push(crate::Problem::CheckpointMismatch {
+                        checkpoint_seq: checkpoint.map_or(0, |c| c.seq),
+                    });
+                }
+                return Err(AuditError::Tampered { problems });
+            }
+        };
+        // The prefix hasher continues over the lines after the checkpoint.
+        let mut prefix = prefix;
+        let done = if from == 0 {
+            0
+        } else {
+            log.lines[from - 1].2 + 1
+        };
+        prefix.update(&log.bytes[done..log.bytes.len() - log.torn]);
+        Ok(Checked {
+            entries: parsed.into_iter().map(|p| p.entry).collect(),
+            log,
+            prefix,
+        })
     }
 
     /// The log may grow only from where the head says it ends, or from one
@@ -639,7 +866,7 @@ impl AuditLog {
     fn check_tail(
         &self,
         key: &AuditKey,
-        entries: &[Entry],
+        entries: &[&Entry],
         head: Option<&HeadFile>,
     ) -> Result<(), AuditError> {
         let n = entries.len();
@@ -662,7 +889,7 @@ impl AuditLog {
                 e.prev == prev_hash
             }
         };
-        let consistent = match (head, entries.last()) {
+        let consistent = match (head, entries.last().copied()) {
             (None, None) => true,
             (None, Some(last)) => n == 1 && last_ok(last),
             (Some(_), None) => false,
@@ -705,6 +932,14 @@ impl AuditLog {
             .map(Zeroizing::new)
             .map_err(|_| AuditError::OpenFailed)
     }
+}
+
+/// The log as read and checked for an append.
+struct Checked {
+    entries: Vec<Entry>,
+    log: LogBytes,
+    /// The digest of every complete line so far, to be continued.
+    prefix: Sha256,
 }
 
 /// The stored hash has the right shape (the real check, against the body,

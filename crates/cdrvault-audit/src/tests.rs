@@ -453,6 +453,158 @@ fn raw_lines_export_a_selected_segment_verbatim() {
     assert_eq!(seg, f.lines()[1..=3].to_vec());
 }
 
+fn refused_as_tampered(r: Result<Entry, AuditError>) -> Vec<Problem> {
+    match r {
+        Err(AuditError::Tampered { problems }) => problems,
+        other => panic!("expected Tampered, got {other:?}"),
+    }
+}
+
+fn an_event() -> Event {
+    Event::new("request.cancelled", "kim", "KR-POL-0001", json!({}))
+}
+
+#[test]
+fn nothing_is_appended_to_a_log_with_an_edited_or_swapped_middle_entry() {
+    let f = fixture();
+    let log = f.with_entries(6);
+    let pristine = f.lines();
+    let head = fs::read(&f.paths.head_file).unwrap();
+    let mut edited = pristine.clone();
+    edited[2] = edited[2].replacen("KR-POL", "KR-P0L", 1);
+    let mut swapped = pristine.clone();
+    swapped.swap(1, 2);
+    for (what, lines, expected) in [
+        ("edited", edited, Problem::HashMismatch { line: 3, seq: 2 }),
+        (
+            "swapped",
+            swapped,
+            Problem::OutOfSequence {
+                line: 2,
+                expected: 1,
+                found: 2,
+            },
+        ),
+    ] {
+        f.write_lines(&lines);
+        assert!(!log.verify().unwrap().is_intact(), "{what}");
+        let problems = refused_as_tampered(log.append(an_event()));
+        assert!(problems.contains(&expected), "{what}: {problems:?}");
+        assert_eq!(f.lines(), lines, "{what}: nothing was appended");
+        assert!(log.check().is_err(), "{what}");
+        f.write_lines(&pristine);
+        fs::write(&f.paths.head_file, &head).unwrap();
+    }
+    log.append(an_event()).unwrap();
+    assert!(log.verify().unwrap().is_intact());
+}
+
+#[test]
+fn the_head_keeps_a_checkpoint_of_the_verified_prefix_under_its_mac() {
+    let f = fixture();
+    let log = f.with_entries(3);
+    let head: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&f.paths.head_file).unwrap()).unwrap();
+    assert_eq!(head["format"], 2);
+    assert_eq!(head["verified"]["seq"], 2);
+    assert_eq!(
+        head["verified"]["bytes"],
+        fs::metadata(&f.paths.log_file).unwrap().len()
+    );
+    // A change no entry check sees (the bytes around a body) breaks the
+    // checkpoint: verify says so and appends refuse.
+    let mut lines = f.lines();
+    lines[0] = lines[0].replacen("{\"hash\"", "{ \"hash\"", 1);
+    f.write_lines(&lines);
+    assert_eq!(
+        problems(&log),
+        vec![Problem::CheckpointMismatch { checkpoint_seq: 2 }]
+    );
+    let p = refused_as_tampered(log.append(an_event()));
+    assert_eq!(p, vec![Problem::CheckpointMismatch { checkpoint_seq: 2 }]);
+    // The checkpoint is under the head's MAC: moving it is a bad head.
+    let mut forged = head.clone();
+    forged["verified"]["seq"] = 1.into();
+    fs::write(&f.paths.head_file, forged.to_string()).unwrap();
+    assert!(problems(&log).contains(&Problem::HeadBadMac { head_seq: 2 }));
+}
+
+#[test]
+fn a_head_without_a_checkpoint_is_verified_in_full_and_upgraded() {
+    let f = fixture();
+    let log = f.with_entries(3);
+    let lines = f.lines();
+    let last: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    let mut old = crate::log::HeadFile {
+        format: 1,
+        seq: 2,
+        hash: last["hash"].as_str().unwrap().to_owned(),
+        mac: None,
+        updated_at: chrono::Utc::now(),
+        verified: None,
+    };
+    old.mac = Some(hex::encode(
+        f.key.tag(&crate::log::head_message_for_tests(&old)),
+    ));
+    fs::write(&f.paths.head_file, serde_json::to_vec(&old).unwrap()).unwrap();
+    assert!(log.verify().unwrap().is_intact());
+    // An edit before the (absent) checkpoint is still found.
+    let mut edited = lines.clone();
+    edited[0] = edited[0].replacen("KR-POL", "KR-P0L", 1);
+    f.write_lines(&edited);
+    refused_as_tampered(log.append(an_event()));
+    f.write_lines(&lines);
+    log.append(an_event()).unwrap();
+    let head: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&f.paths.head_file).unwrap()).unwrap();
+    assert_eq!(head["format"], 2);
+    assert_eq!(head["verified"]["seq"], 3);
+    assert!(log.verify().unwrap().is_intact());
+}
+
+#[test]
+fn a_deleted_log_whose_key_exists_is_tampering() {
+    let f = fixture();
+    f.with_entries(2);
+    fs::remove_file(&f.paths.log_file).unwrap();
+    fs::remove_file(&f.paths.head_file).unwrap();
+    // A handle that does not know the key predates the log starts anew…
+    assert!(f.log().verify().unwrap().is_intact());
+    // …one that does refuses to read or grow it, and verify reports it.
+    let log = f.log().expecting_existing_log(true);
+    assert!(matches!(log.entries(), Err(AuditError::LogMissing { .. })));
+    assert!(matches!(
+        log.append(an_event()),
+        Err(AuditError::LogMissing { .. })
+    ));
+    let r = log.verify().unwrap();
+    assert_eq!(r.problems, vec![Problem::LogMissing]);
+    assert!(!f.paths.log_file.exists(), "nothing was created");
+}
+
+#[test]
+fn several_events_decided_together_are_appended_in_order() {
+    let f = fixture();
+    let log = f.with_entries(1);
+    let (entries, n) = log
+        .append_all_checked(|es| {
+            Ok::<_, AuditError>((
+                vec![
+                    Event::new("config.security", "kim", "-", json!({})),
+                    Event::new("request.created", "kim", "KR-POL-0009", json!({})),
+                ],
+                es.len(),
+            ))
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(entries[1].prev, entries[0].hash);
+    let r = log.verify().unwrap();
+    assert!(r.is_intact() && r.notes.is_empty(), "{r:?}");
+    assert_eq!(r.head.unwrap().seq, 2);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]

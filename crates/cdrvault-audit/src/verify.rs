@@ -7,7 +7,11 @@ use cdrvault_identity::{BootstrapAdmin, Fingerprint};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::log::{entry_mac_ok, head_mac_ok, parse_line, read_head, read_log_bytes};
+use cdrvault_crypto::AuditKey;
+
+use crate::log::{
+    entry_mac_ok, head_mac_ok, parse_line, read_head, read_log_bytes, LogBytes, ParsedLine,
+};
 use crate::operators::{Refusal, Registry, OPERATOR_REGISTERED, OPERATOR_REVOKED};
 use crate::{AuditError, AuditLog, Entry, SignatureCheck, GENESIS_PREV};
 
@@ -195,6 +199,15 @@ pub enum Problem {
         /// The registry rule the entry breaks.
         reason: String,
     },
+    /// The log file and its head are both gone, but the key store holds
+    /// the log's key: a log was started, and deleted.
+    LogMissing,
+    /// The bytes of the log up to the head's verified-prefix checkpoint
+    /// are not the ones that were verified when they were appended.
+    CheckpointMismatch {
+        /// The `seq` of the last entry the checkpoint covers.
+        checkpoint_seq: u64,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -279,6 +292,14 @@ impl fmt::Display for Problem {
                 f,
                 "line {line} (seq {seq}): operator registry entry not valid: {reason}"
             ),
+            Problem::LogMissing => write!(
+                f,
+                "the access log and its head are both missing, but the key store holds the log's key: the log was deleted — restore it from a backup"
+            ),
+            Problem::CheckpointMismatch { checkpoint_seq } => write!(
+                f,
+                "the log's bytes up to seq {checkpoint_seq} differ from those verified when they were appended (the head's checkpoint)"
+            ),
         }
     }
 }
@@ -331,52 +352,20 @@ impl AuditLog {
         let log = read_log_bytes(&self.paths().log_file)?;
         let head = read_head(&self.paths().head_file)?;
         let key = self.key();
-        let mut problems = Vec::new();
-        let mut notes = Vec::new();
-        let mut hashes: Vec<(u64, String)> = Vec::with_capacity(log.lines.len());
-        let mut expected = 0u64;
-        let mut prev: Option<String> = Some(GENESIS_PREV.to_owned());
-        let mut last_mac_ok = true;
-        let mut sigs = SignatureAudit::new(policy);
+        let mut walk = Walk::new(policy, key);
         for i in 0..log.lines.len() {
-            let line = log.lines[i].0;
-            let p = match parse_line(log.line(i)) {
-                Ok(p) => p,
-                Err(reason) => {
-                    problems.push(Problem::Malformed { line, reason });
-                    prev = None;
-                    expected += 1;
-                    continue;
-                }
-            };
-            let e = &p.entry;
-            if p.computed_hash != e.hash {
-                problems.push(Problem::HashMismatch { line, seq: e.seq });
-            }
-            last_mac_ok = true;
-            if let Some(k) = key {
-                if e.mac.is_none() {
-                    problems.push(Problem::MissingMac { line, seq: e.seq });
-                    last_mac_ok = false;
-                } else if !entry_mac_ok(k, e) {
-                    problems.push(Problem::BadMac { line, seq: e.seq });
-                    last_mac_ok = false;
-                }
-            }
-            if e.seq != expected {
-                problems.push(Problem::OutOfSequence {
-                    line,
-                    expected,
-                    found: e.seq,
-                });
-            }
-            if prev.as_deref().is_some_and(|p| p != e.prev) {
-                problems.push(Problem::BrokenLink { line, seq: e.seq });
-            }
-            sigs.check(line, e, p.stray_sig, &mut problems, &mut notes);
-            prev = Some(e.hash.clone());
-            expected = e.seq.saturating_add(1);
-            hashes.push((e.seq, e.hash.clone()));
+            walk.line(log.lines[i].0, parse_line(log.line(i)).as_ref());
+        }
+        let Walk {
+            mut problems,
+            mut notes,
+            hashes,
+            last_mac_ok,
+            sigs,
+            ..
+        } = walk;
+        if self.deleted()? {
+            problems.push(Problem::LogMissing);
         }
         if log.torn > 0 {
             notes.push(format!(
@@ -427,6 +416,16 @@ impl AuditLog {
                         last_seq,
                     });
                 }
+                // Entry checks explain any edit; the checkpoint also
+                // catches a change no entry check sees (the bytes around
+                // the bodies).
+                if let Some(cp) = h.verified.as_ref() {
+                    if problems.is_empty() && log.check_prefix(cp).is_none() {
+                        problems.push(Problem::CheckpointMismatch {
+                            checkpoint_seq: cp.seq,
+                        });
+                    }
+                }
             }
         }
         Ok(VerifyReport {
@@ -443,6 +442,109 @@ impl AuditLog {
             problems,
             notes,
         })
+    }
+}
+
+/// The problems of the entries from index `from` on, as
+/// [`AuditLog::verify_with`] would report them under the handle's policy
+/// (the registry folded from the entries before `from`, taken as verified).
+pub(crate) fn verify_tail(
+    log: &AuditLog,
+    bytes: &LogBytes,
+    parsed: &[ParsedLine],
+    from: usize,
+) -> Vec<Problem> {
+    let mut walk = Walk::new(log.policy(), log.key());
+    walk.resume(parsed[..from].iter().map(|p| &p.entry));
+    for (i, p) in parsed.iter().enumerate().skip(from) {
+        walk.line(bytes.lines[i].0, Ok(p));
+    }
+    walk.problems
+}
+
+/// The entry-by-entry half of `verify`: hash, MAC, sequence, link and
+/// signatures, one line after the other.
+struct Walk<'a> {
+    key: Option<&'a AuditKey>,
+    sigs: SignatureAudit<'a>,
+    expected: u64,
+    prev: Option<String>,
+    last_mac_ok: bool,
+    hashes: Vec<(u64, String)>,
+    problems: Vec<Problem>,
+    notes: Vec<String>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(policy: &'a SignaturePolicy, key: Option<&'a AuditKey>) -> Self {
+        Walk {
+            key,
+            sigs: SignatureAudit::new(policy),
+            expected: 0,
+            prev: Some(GENESIS_PREV.to_owned()),
+            last_mac_ok: true,
+            hashes: Vec::new(),
+            problems: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Continues after `verified` entries: the registry as they leave it,
+    /// the sequence and link from the last of them.
+    fn resume<'e>(&mut self, verified: impl Iterator<Item = &'e Entry>) {
+        for e in verified {
+            let _ = self
+                .sigs
+                .registry
+                .apply(e, self.sigs.policy.bootstrap_admin.as_ref());
+            self.prev = Some(e.hash.clone());
+            self.expected = e.seq.saturating_add(1);
+        }
+    }
+
+    fn line(&mut self, line: u64, parsed: Result<&ParsedLine, &String>) {
+        let p = match parsed {
+            Ok(p) => p,
+            Err(reason) => {
+                self.problems.push(Problem::Malformed {
+                    line,
+                    reason: reason.clone(),
+                });
+                self.prev = None;
+                self.expected += 1;
+                return;
+            }
+        };
+        let e = &p.entry;
+        let problems = &mut self.problems;
+        if p.computed_hash != e.hash {
+            problems.push(Problem::HashMismatch { line, seq: e.seq });
+        }
+        self.last_mac_ok = true;
+        if let Some(k) = self.key {
+            if e.mac.is_none() {
+                problems.push(Problem::MissingMac { line, seq: e.seq });
+                self.last_mac_ok = false;
+            } else if !entry_mac_ok(k, e) {
+                problems.push(Problem::BadMac { line, seq: e.seq });
+                self.last_mac_ok = false;
+            }
+        }
+        if e.seq != self.expected {
+            problems.push(Problem::OutOfSequence {
+                line,
+                expected: self.expected,
+                found: e.seq,
+            });
+        }
+        if self.prev.as_deref().is_some_and(|p| p != e.prev) {
+            problems.push(Problem::BrokenLink { line, seq: e.seq });
+        }
+        self.sigs
+            .check(line, e, p.stray_sig, problems, &mut self.notes);
+        self.prev = Some(e.hash.clone());
+        self.expected = e.seq.saturating_add(1);
+        self.hashes.push((e.seq, e.hash.clone()));
     }
 }
 

@@ -5,6 +5,14 @@
 //! the embedded `config/default.toml`), applies `CDRVAULT__SECTION__KEY`
 //! environment overrides and validates the result into [`Settings`], the only
 //! type the rest of the program accepts.
+//!
+//! Security settings — dual control, the retention classes, periods and
+//! rules, the dead-letter period, and the refused `[operators]` and
+//! `purge.approvers`/`purge.operator` — are read only from the file:
+//! an environment override of one of them ([`SECURITY_KEYS`]) is refused
+//! ([`ConfigError::SecurityOverride`]). [`Settings::security`] is what
+//! they resolve to; the desk records it in the access log
+//! (`config.security`) whenever its digest changes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +25,8 @@ use chrono::FixedOffset;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The embedded default configuration (`config/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -25,10 +34,37 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Prefix of environment overrides: `CDRVAULT__STORAGE__DATA_DIR=/srv/cdr`.
 pub const ENV_PREFIX: &str = "CDRVAULT__";
 
+/// Settings that only the configuration file may set: an environment
+/// override of one of them, or of anything below it, is refused. (Paths,
+/// thread counts and Kafka settings may still come from the environment;
+/// `[identity]` too: the bootstrap administrator is checked against the
+/// access log's own first registration, so pointing it elsewhere stops
+/// the desk, visibly, and grants nothing.)
+pub const SECURITY_KEYS: &[&str] = &[
+    "lookup.dual_control",
+    "retention",
+    "ingest.dead_letter_period_months",
+    "ingest.dead_letter_period_days",
+    "operators",
+    "purge.approvers",
+    "purge.operator",
+];
+
 /// Why the configuration was refused. Nothing runs on a refused
 /// configuration; the message says which file, key or section to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// An environment variable overrides a security setting (one of
+    /// [`SECURITY_KEYS`]): refused, the file is the only source.
+    #[error("environment variable {var} overrides the security setting {key}: security settings (dual control, retention classes, periods and rules, the dead-letter period, roles) are read only from the configuration file, and each change of them is recorded in the access log (config.security); set it in the file and unset the variable{hint}")]
+    SecurityOverride {
+        /// The environment variable's name (its value is never printed).
+        var: String,
+        /// The security setting it would override.
+        key: &'static str,
+        /// How to fix it, when there is more to say.
+        hint: &'static str,
+    },
     /// The file (or an environment override) is not valid TOML for
     /// [`RawConfig`]: a syntax error, a misspelt or unknown key (every section
     /// is `deny_unknown_fields`), a missing required key or a value of the wrong type.
@@ -859,6 +895,113 @@ pub struct Settings {
     pub audit: AuditSettings,
 }
 
+/// The effective security settings, as the access log records them
+/// (`config.security`). Roles are not among them: the configuration grants
+/// none (they are signed registrations in the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecuritySettings {
+    /// `lookup.dual_control`.
+    pub dual_control: bool,
+    /// Every retention class and its period.
+    pub retention_classes: Vec<ClassPeriod>,
+    /// The rules that assign records to classes, in order.
+    pub retention_rules: Vec<RuleSpec>,
+    /// How long dead letters and their keys are kept.
+    pub dead_letter_period: String,
+    /// The registry's anchor: name and key fingerprint.
+    pub bootstrap_admin: Option<AdminAnchor>,
+}
+
+/// A retention class and its period, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassPeriod {
+    /// The class name, e.g. `mobile`.
+    pub class: String,
+    /// Its retention period as configured, e.g. `12 months`.
+    pub period: String,
+}
+
+/// The bootstrap administrator, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminAnchor {
+    /// The administrator's operator name.
+    pub name: String,
+    /// The SHA-256 fingerprint of their public key (`SHA256:…`).
+    pub fingerprint: String,
+}
+
+impl SecuritySettings {
+    /// SHA-256 (hex) of the settings' JSON: equal settings, equal digest.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(b"cdrvault-config/security/v1\0");
+        h.update(&json);
+        hex::encode(h.finalize())
+    }
+
+    /// The settings as a JSON value (what `config.security` holds).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+impl Settings {
+    /// The security-relevant settings in effect.
+    pub fn security(&self) -> SecuritySettings {
+        SecuritySettings {
+            dual_control: self.lookup.dual_control,
+            retention_classes: self
+                .retention
+                .classes()
+                .map(|(_, c)| ClassPeriod {
+                    class: c.name.clone(),
+                    period: c.period.to_string(),
+                })
+                .collect(),
+            retention_rules: self.retention.rule_specs(),
+            dead_letter_period: self.ingest.dead_letter_period.to_string(),
+            bootstrap_admin: self.identity.bootstrap_admin.as_ref().map(|b| AdminAnchor {
+                name: b.name.clone(),
+                fingerprint: b.key.fingerprint().to_string(),
+            }),
+        }
+    }
+}
+
+/// Refuses an environment override (`CDRVAULT__…`) of a setting in
+/// [`SECURITY_KEYS`] among `vars` (name, value).
+pub fn refuse_security_overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (var, _) in vars {
+        let upper = var.to_ascii_uppercase();
+        let Some(rest) = upper.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = rest
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".");
+        let hit = SECURITY_KEYS
+            .iter()
+            .find(|k| key == **k || key.starts_with(&format!("{k}.")));
+        if let Some(k) = hit {
+            return Err(ConfigError::SecurityOverride {
+                var,
+                key: k,
+                hint: if *k == "operators" {
+                    "; roles are not configured at all: operators and their roles are registered in the access log (`cdrvault operator register`)"
+                } else {
+                    ""
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Where the configuration came from.
 #[derive(Debug, Clone)]
 pub enum Source<'a> {
@@ -888,6 +1031,11 @@ pub fn load_raw(source: Source<'_>) -> Result<RawConfig, ConfigError> {
             Figment::from(Toml::file(p))
         }
     };
+    refuse_security_overrides(
+        std::env::vars_os().filter_map(|(k, v)| {
+            Some((k.into_string().ok()?, v.into_string().unwrap_or_default()))
+        }),
+    )?;
     fig.merge(Env::prefixed(ENV_PREFIX).split("__"))
         .extract::<RawConfig>()
         .map_err(|e| ConfigError::Parse(Box::new(e)))
@@ -1719,6 +1867,73 @@ mod tests {
         let e = with(|t| *t = t.replace("[input.columns]\n", "[input.columns]\ncallr = \"X\"\n"))
             .unwrap_err();
         assert!(e.to_string().contains("input.columns"), "{e}");
+    }
+
+    #[test]
+    fn security_settings_cannot_come_from_the_environment() {
+        let vars = |v: &[&str]| {
+            v.iter()
+                .map(|k| (k.to_string(), "x".to_string()))
+                .collect::<Vec<_>>()
+        };
+        for bad in [
+            "CDRVAULT__LOOKUP__DUAL_CONTROL",
+            "CDRVAULT__RETENTION__CLASSES",
+            "cdrvault__retention__rules",
+            "CDRVAULT__INGEST__DEAD_LETTER_PERIOD_MONTHS",
+            "CDRVAULT__OPERATORS__MALLORY",
+            "CDRVAULT__PURGE__APPROVERS",
+        ] {
+            let e =
+                refuse_security_overrides(vars(&["CDRVAULT__LOOKUP__THREADS", bad])).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::SecurityOverride { .. }),
+                "{bad}: {e}"
+            );
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let e = refuse_security_overrides(vars(&["CDRVAULT__OPERATORS__X"])).unwrap_err();
+        assert!(e.to_string().contains("operator register"), "{e}");
+        for fine in [
+            "CDRVAULT__STORAGE__DATA_DIR",
+            "CDRVAULT__LOOKUP__THREADS",
+            "CDRVAULT__LOOKUP__DUAL_CONTROLLER",
+            "CDRVAULT__IDENTITY__BOOTSTRAP_ADMIN__NAME",
+            "CDRVAULT_CONFIG",
+            "DUAL_CONTROL",
+        ] {
+            assert!(refuse_security_overrides(vars(&[fine])).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn the_security_settings_and_their_digest_follow_every_security_change() {
+        let base = with(|_| {}).unwrap();
+        let sec = base.security();
+        assert!(sec.dual_control);
+        assert!(sec
+            .retention_classes
+            .iter()
+            .any(|c| c.class == "mobile" && c.period == "12 months"));
+        assert!(!sec.retention_rules.is_empty());
+        assert_eq!(sec.digest(), with(|_| {}).unwrap().security().digest());
+        let mut off = base.clone();
+        off.lookup.dual_control = false;
+        assert_ne!(off.security().digest(), sec.digest());
+        let shorter = with(|t| {
+            *t = t.replacen(
+                "dead_letter_period_months = 3",
+                "dead_letter_period_months = 2",
+                1,
+            )
+        })
+        .unwrap();
+        assert_ne!(shorter.security().digest(), sec.digest());
+        assert_eq!(shorter.security().dead_letter_period, "2 months");
+        // Not a security setting: the digest stays.
+        let mut threads = base.clone();
+        threads.lookup.threads = 7;
+        assert_eq!(threads.security().digest(), sec.digest());
     }
 
     #[test]

@@ -152,6 +152,18 @@ impl DeskError {
             | DeskError::KeyStoreMissing { .. }
             | DeskError::NotInitialised { .. } => ExitCode::Keys,
             DeskError::Audit(AuditError::OpenFailed | AuditError::NoKey) => ExitCode::Keys,
+            // The log does not verify, was deleted, or does not end where
+            // its head says: nothing is appended to it.
+            DeskError::Audit(
+                AuditError::Tampered { .. }
+                | AuditError::LogMissing { .. }
+                | AuditError::HeadMismatch { .. }
+                | AuditError::Malformed { .. }
+                | AuditError::BadHead { .. },
+            ) => ExitCode::Integrity,
+            DeskError::Purge(PurgeError::Audit(
+                AuditError::Tampered { .. } | AuditError::LogMissing { .. },
+            )) => ExitCode::Integrity,
             DeskError::Lookup(LookupError::Keys(_)) => ExitCode::Keys,
             DeskError::Lookup(LookupError::EmptyWindow) => ExitCode::Input,
             DeskError::Purge(PurgeError::Keys(_)) => ExitCode::Keys,

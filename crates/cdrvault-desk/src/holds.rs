@@ -54,7 +54,8 @@ impl Desk {
     /// (`hold.added`, the target sealed): before a partition holding its
     /// records is purged, they are copied to the legal-hold class. `until`
     /// (a KST day, not before today) ends it by itself. Signed by a
-    /// registered hold officer.
+    /// registered hold officer. A reason that breaks the text rules (a
+    /// control character, a number-like run) is refused and logged.
     pub fn add_hold(
         &self,
         actor: &Actor,
@@ -63,6 +64,7 @@ impl Desk {
         until: Option<NaiveDate>,
         now: DateTime<Utc>,
     ) -> Result<HoldAdded, DeskError> {
+        self.check_texts(actor, HOLD, "add", "-", &[("--reason", reason)])?;
         let t = parse_target(target)?;
         if until.is_some_and(|u| u < kst_today(now)) {
             return Err(DeskError::Usage("--until is in the past".into()));
@@ -88,6 +90,7 @@ impl Desk {
     /// by a registered hold officer; an unknown or released hold is a
     /// refusal, logged (`hold.refused`).
     pub fn release_hold(&self, actor: &Actor, id: &str, reason: &str) -> Result<u64, DeskError> {
+        self.check_texts(actor, HOLD, "release", id, &[("--reason", reason)])?;
         let permit = Permit::Roles(HOLD_OFFICER);
         let (entry, ()) = self.act(actor, permit, HOLD, "release", id, None, |entries| {
             let holds = fold_holds(entries);

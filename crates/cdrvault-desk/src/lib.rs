@@ -39,10 +39,24 @@
 //! * **Every refusal is logged** (`request.refused`, `hold.refused`,
 //!   `purge.refused`, `compact.refused`, `operator.refused`) before the
 //!   caller sees [`DeskError::Refused`] (exit code 5).
-//! * **Logged before released.** `request.executing` is appended before any
-//!   partition is read; `request.executed` (partitions scanned, row count,
-//!   SHA-256 of each output file) after the output files are durable;
-//!   `request.failed` if the lookup fails in between.
+//! * **Logged before released.** `request.executing` (with the executing
+//!   process's pid, start time and boot) is appended before any partition
+//!   is read; `request.executed` (partitions scanned, row count, SHA-256 of
+//!   each output file) after the output files are durable;
+//!   `request.failed` if the lookup fails in between. An execution whose
+//!   process is gone (killed, crashed) is closed by the next execute or
+//!   cancel of that request: `request.failed` with reason `interrupted`.
+//!   The lookup clock is the system clock: nobody at the desk moves it.
+//! * **No append to a log that does not verify.** Every append verifies
+//!   the entries after the head's verified-prefix checkpoint (and the
+//!   prefix by its digest); a log that fails, or that was deleted while
+//!   its key exists, is refused (exit 6) and nothing is added to it.
+//! * **Security settings are logged.** The first entry appended after the
+//!   effective security settings changed (dual control, retention, the
+//!   bootstrap administrator) is preceded by `config.security`.
+//! * **Free text is checked.** Reasons, the authority, warrant, legal
+//!   basis and operator names refuse control and invisible characters and
+//!   number-like runs (`cdrvault_model::text`), logged as refusals.
 //!
 //! Progress is reported through callbacks; nothing here prints.
 
@@ -54,6 +68,7 @@ mod operators;
 mod purge;
 mod release;
 mod requests;
+mod security;
 
 #[cfg(test)]
 mod tests;
@@ -80,6 +95,7 @@ pub use log::SIGNED_KINDS;
 pub use purge::{ErasureCheck, PurgeRequest, StandingApproval};
 pub use release::Output;
 pub use requests::{Created, Executed, NewRequest};
+pub use security::CONFIG_SECURITY;
 
 /// The operator acting at the desk: the name they give (`--operator`) and
 /// the signer of their SSH key (a key file or ssh-agent). Every entry the
@@ -181,6 +197,40 @@ impl From<AuditError> for Denied {
 impl From<KeyStoreError> for Denied {
     fn from(e: KeyStoreError) -> Self {
         Denied::Other(e.into())
+    }
+}
+
+/// What a decision appends: one event (and the caller gets its entry) or
+/// several, in order (and the caller gets all the entries appended, a
+/// `config.security` put first included).
+pub(crate) trait Events {
+    /// What the caller gets back.
+    type Appended;
+    /// The events, in order.
+    fn into_events(self) -> Vec<Event>;
+    /// The caller's part of the entries appended.
+    fn appended(entries: Vec<Entry>) -> Result<Self::Appended, DeskError>;
+}
+
+impl Events for Event {
+    type Appended = Entry;
+    fn into_events(self) -> Vec<Event> {
+        vec![self]
+    }
+    fn appended(mut entries: Vec<Entry>) -> Result<Entry, DeskError> {
+        entries
+            .pop()
+            .ok_or_else(|| DeskError::Corrupt("nothing was appended".into()))
+    }
+}
+
+impl Events for Vec<Event> {
+    type Appended = Vec<Entry>;
+    fn into_events(self) -> Vec<Event> {
+        self
+    }
+    fn appended(entries: Vec<Entry>) -> Result<Vec<Entry>, DeskError> {
+        Ok(entries)
     }
 }
 
@@ -510,20 +560,54 @@ impl Desk {
         self.settings.audit.log_file.exists()
     }
 
+    /// True if the log file or its head exists.
+    fn log_started(&self) -> bool {
+        let a = &self.settings.audit;
+        std::fs::symlink_metadata(&a.log_file).is_ok()
+            || std::fs::symlink_metadata(&a.head_file).is_ok()
+    }
+
     /// The access log with its key (unsigned: for reading, sealing and
-    /// opening; appends go through [`record`](Self::record)).
+    /// opening; appends go through [`record`](Self::record)), checking
+    /// appends against `audit verify`'s signature policy. The key is made
+    /// only when there is none (a new log); a key that exists says a log
+    /// was started, so a log and head both missing are then reported as
+    /// deleted ([`AuditError::LogMissing`]).
     fn audit<E: From<AuditError> + From<KeyStoreError>>(&self) -> Result<&AuditLog, E> {
         if let Some(a) = self.audit.get() {
             return Ok(a);
         }
-        let key = self.keys.audit_key()?;
-        let log = AuditLog::open(audit_paths(&self.settings), Some(key))?;
+        let (key, existed) = match self.keys.existing_audit_key()? {
+            Some(k) => (k, true),
+            None => (self.keys.audit_key()?, false),
+        };
+        let log = AuditLog::open(audit_paths(&self.settings), Some(key))?
+            .with_policy(log::signature_policy(&self.settings))
+            .expecting_existing_log(existed);
         Ok(self.audit.get_or_init(|| log))
     }
 
-    /// Every entry of the access log, in order.
+    /// Every entry of the access log, in order. On a new installation
+    /// (no log, no head, no audit key) nothing, and no key is made.
     pub fn entries(&self) -> Result<Vec<Entry>, DeskError> {
+        if self.audit.get().is_none()
+            && !self.log_started()
+            && self.keys.existing_audit_key()?.is_none()
+        {
+            return Ok(Vec::new());
+        }
         Ok(self.audit::<DeskError>()?.entries()?)
+    }
+
+    /// Checks, without appending, that the access log may be appended to
+    /// (it verifies after its checkpoint, it was not deleted): before work
+    /// that acts before its first append (a purge resuming an interrupted
+    /// one, say). A log not started yet passes.
+    pub(crate) fn check_log(&self) -> Result<(), DeskError> {
+        if !self.log_started() && self.keys.existing_audit_key()?.is_none() {
+            return Ok(());
+        }
+        Ok(self.audit::<DeskError>()?.check()?)
     }
 
     /// The registry's trust anchor, `[identity.bootstrap_admin]`.
@@ -547,6 +631,9 @@ impl Desk {
         let name = actor.name();
         let key = actor.fingerprint();
         let reg = |r: RegistryRefusal| from_registry(&r, registry);
+        if !matches!(permit, Permit::Refusal) {
+            rq::check_texts(&[("--operator", name)])?;
+        }
         match permit {
             Permit::Refusal => Ok(()),
             Permit::Roles(roles) => {
@@ -579,28 +666,37 @@ impl Desk {
     }
 
     /// The one function through which the desk appends to the access log.
-    /// Under the log's lock: the registry is folded from the entries so
-    /// far, the actor's `permit` is checked against it, `decide` sees the
-    /// entries and returns the event to append (or an error, and nothing
-    /// is appended), and the event is stamped with the actor's name and
-    /// signed by their key.
-    fn record<T>(
+    /// Under the log's lock (and after the log verified): the registry is
+    /// folded from the entries so far, the actor's `permit` is checked
+    /// against it, `decide` sees the entries and returns the event (or
+    /// events, [`Events`]) to append — or an error, and nothing is
+    /// appended —, and each event is stamped with the actor's name and
+    /// signed by their key. When the security settings differ from the
+    /// last `config.security` entry, a new one goes first.
+    fn record<T, V: Events>(
         &self,
         actor: &Actor,
         permit: Permit<'_>,
-        decide: impl FnOnce(&[Entry]) -> Result<(Event, T), Denied>,
-    ) -> Result<(Entry, T), Denied> {
+        decide: impl FnOnce(&[Entry]) -> Result<(V, T), Denied>,
+    ) -> Result<(V::Appended, T), Denied> {
         let log = self
             .audit::<DeskError>()?
             .signed_by(Box::new(actor.signer.clone()));
-        log.append_checked(|entries| {
+        let (entries, out) = log.append_all_checked(|entries| {
             let registry = self.registry(entries);
             self.check_permit(entries, &registry, actor, permit)
                 .map_err(refused)?;
-            let (mut event, out) = decide(entries)?;
-            event.actor = actor.logged_name();
-            Ok((event, out))
-        })
+            let (decided, out) = decide(entries)?;
+            let mut events: Vec<Event> = security::change(&self.settings, entries)
+                .into_iter()
+                .chain(decided.into_events())
+                .collect();
+            for event in &mut events {
+                event.actor = actor.logged_name();
+            }
+            Ok::<_, Denied>((events, out))
+        })?;
+        Ok((V::appended(entries)?, out))
     }
 
     /// Logs a refusal (`<domain>.refused`, signed by the actor's key) and
@@ -634,7 +730,7 @@ impl Desk {
     /// Runs an action decided under the log's lock ([`record`](Self::record));
     /// a refusal is logged as `<domain>.refused`.
     #[allow(clippy::too_many_arguments)]
-    fn act<T>(
+    fn act<T, V: Events>(
         &self,
         actor: &Actor,
         permit: Permit<'_>,
@@ -642,8 +738,8 @@ impl Desk {
         action: &str,
         subject: &str,
         authority: Option<&str>,
-        decide: impl FnOnce(&[Entry]) -> Result<(Event, T), Denied>,
-    ) -> Result<(Entry, T), DeskError> {
+        decide: impl FnOnce(&[Entry]) -> Result<(V, T), Denied>,
+    ) -> Result<(V::Appended, T), DeskError> {
         match self.record(actor, permit, decide) {
             Ok(v) => Ok(v),
             Err(Denied::Other(e)) => Err(e),
@@ -651,6 +747,20 @@ impl Desk {
                 Err(self.refuse(actor, domain, action, subject, r, authority))
             }
         }
+    }
+
+    /// Checks free-text fields (name, text) before an action; a field that
+    /// breaks the text rules is refused and logged as `<domain>.refused`
+    /// (the message names the field, never the text).
+    pub(crate) fn check_texts(
+        &self,
+        actor: &Actor,
+        domain: &str,
+        action: &str,
+        subject: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(), DeskError> {
+        rq::check_texts(fields).map_err(|r| self.refuse(actor, domain, action, subject, r, None))
     }
 
     /// Checks `permit` now, without appending (before long work such as a

@@ -85,11 +85,15 @@ pub fn verify_without_key(
 /// operator signature against the key registered to the entry's actor at
 /// that entry ([`signature_policy`]): forged, missing, unknown-key,
 /// revoked-key and other-operator signatures are problems.
+/// A log and head that are both missing while the audit key exists are
+/// reported as deleted (`log_missing`). A new installation (no log, no
+/// key) has nothing to check, and no key is made for it.
 pub fn verify_with_key(desk: &Desk) -> Result<(VerifyReport, Option<DeskError>), DeskError> {
-    Ok(verdict(
-        desk.audit::<DeskError>()?
-            .verify_with(&signature_policy(desk.settings()))?,
-    ))
+    let policy = signature_policy(desk.settings());
+    if !desk.log_started() && desk.keys().existing_audit_key()?.is_none() {
+        return Ok(verdict(without_key(desk.settings())?.verify_with(&policy)?));
+    }
+    Ok(verdict(desk.audit::<DeskError>()?.verify_with(&policy)?))
 }
 
 /// The entry's date in Asia/Seoul (the day the monthly review files it

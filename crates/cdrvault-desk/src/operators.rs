@@ -59,6 +59,7 @@ impl Desk {
         reason: &str,
     ) -> Result<u64, DeskError> {
         let subject = rq::sanitize(name);
+        self.check_texts(actor, OPERATOR, "revoke", &subject, &[("--reason", reason)])?;
         // The key to revoke is read now; the permit checks it again under
         // the log's lock (an active key of `name`, and the actor an admin).
         let entries = self.entries()?;

@@ -312,6 +312,9 @@ impl Desk {
                 "a purge that destroys data is signed by the privacy officer who approves it (or a service key with a standing approval): give --operator and --key or --agent".into(),
             )
         })?;
+        // Resuming an interrupted run deletes before its first append: the
+        // log must verify first.
+        self.check_log()?;
         let entries = self.entries()?;
         let registry = self.registry(&entries);
         let approver = approver_for(&entries, &registry, actor)
@@ -407,6 +410,7 @@ impl Desk {
     ) -> Result<u64, DeskError> {
         let permit = Permit::Roles(PRIVACY_OFFICER);
         let action = kind.trim_start_matches("purge.");
+        self.check_texts(actor, PURGE, action, service, &[("--reason", reason)])?;
         let (e, ()) = self.act(actor, permit, PURGE, action, service, None, |entries| {
             if let Some(r) = refusal(entries) {
                 return Err(Denied::Refused(r));

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use cdrvault_audit::{distinct_signers, Entry};
+use cdrvault_fsio::ProcessIdentity;
 use cdrvault_identity::Role;
 use cdrvault_lookup::{LookupResult, LookupStats, NotHeld, Target, Window};
 use cdrvault_requests::{
@@ -15,7 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 
 use crate::release::{write_release, Output};
-use crate::{event, refused, Actor, Denied, Desk, DeskError, Permit};
+use crate::{event, refused, Actor, Denied, Desk, DeskError, Events, Permit};
 
 /// A request as its creator types it.
 #[derive(Debug, Clone, Default)]
@@ -77,15 +78,15 @@ pub const REPORTED: &str = "audit.reported";
 impl Desk {
     /// A request step decided under the log's lock; a refusal is logged
     /// as `request.refused`.
-    fn decide<T>(
+    fn decide<T, V: Events>(
         &self,
         actor: &Actor,
         permit: Permit<'_>,
         action: &str,
         subject: &str,
         authority: Option<&str>,
-        f: impl FnOnce(&[Entry]) -> Result<(cdrvault_audit::Event, T), Denied>,
-    ) -> Result<(Entry, T), DeskError> {
+        f: impl FnOnce(&[Entry]) -> Result<(V, T), Denied>,
+    ) -> Result<(V::Appended, T), DeskError> {
         self.act(actor, permit, REQUEST, action, subject, authority, f)
     }
 
@@ -162,7 +163,21 @@ impl Desk {
         let times = parse_instant(&new.from, DayBound::Start)
             .and_then(|f| Ok((f, parse_instant(&new.to, DayBound::End)?)));
         let authority = new.authority.trim();
-        let authority = (!authority.is_empty()).then_some(authority);
+        // The authority is logged with a refusal only if it may be logged.
+        let authority = (!authority.is_empty()
+            && rq::check_texts(&[("--authority", authority)]).is_ok())
+        .then_some(authority);
+        self.check_texts(
+            actor,
+            REQUEST,
+            "create",
+            &new.id,
+            &[
+                ("--authority", new.authority.as_str()),
+                ("--warrant", new.warrant.as_str()),
+                ("--legal-basis", new.legal_basis.as_str()),
+            ],
+        )?;
         let permit = Permit::Roles(REQUESTER);
         let (entry, spec) =
             self.decide(actor, permit, "create", &new.id, authority, |entries| {
@@ -218,45 +233,69 @@ impl Desk {
 
     /// Cancels a request that has not been executed (`request.cancelled`):
     /// a registered requester or approver.
+    /// An execution interrupted (its process gone) is first closed with
+    /// `request.failed` (reason `interrupted`), under the same lock.
     pub fn cancel_request(&self, actor: &Actor, id: &str, reason: &str) -> Result<u64, DeskError> {
+        self.check_texts(actor, REQUEST, "cancel", id, &[("--reason", reason)])?;
         let permit = Permit::Roles(REQUESTER_OR_APPROVER);
-        let (entry, ()) = self.decide(actor, permit, "cancel", id, None, |entries| {
-            let state = rq::fold(entries);
+        let (entries, ()) = self.decide(actor, permit, "cancel", id, None, |entries| {
+            let mut state = rq::fold(entries);
+            let mut events: Vec<_> = close_interrupted(entries, &mut state, id)
+                .map_err(refused)?
+                .into_iter()
+                .collect();
             rq::check_cancel(&state, id).map_err(refused)?;
-            Ok((event(rq::CANCELLED, id, json!({ "reason": reason })), ()))
+            events.push(event(rq::CANCELLED, id, json!({ "reason": reason })));
+            Ok((events, ()))
         })?;
-        Ok(entry.seq)
+        Ok(entries.last().map_or(0, |e| e.seq))
     }
 
-    /// Executes an approved request: `request.executing` is appended before
-    /// any data is read, the lookup runs (retention judged at `now`;
-    /// `progress` gets partitions done and total), the release files are
-    /// written to `lookup.output_dir` (mode 0600, fsynced), and
-    /// `request.executed` records the row count and each file's SHA-256.
-    /// A failure after `request.executing` appends `request.failed` (the
-    /// request returns to approved).
+    /// Executes an approved request: `request.executing` (with this
+    /// process's pid, start time and boot) is appended before any data is
+    /// read, the lookup runs (retention judged at the system clock's now:
+    /// nobody at the desk moves it; `progress` gets partitions done and
+    /// total), the release files are written to `lookup.output_dir` (mode
+    /// 0600, fsynced), and `request.executed` records the row count and
+    /// each file's SHA-256. A failure after `request.executing` appends
+    /// `request.failed` (the request returns to approved). A request left
+    /// `executing` by a process that is gone (killed, crashed) is first
+    /// closed with `request.failed` (reason `interrupted`); one whose
+    /// process still runs is refused (`in_progress`).
+    /// (Builds with the `test-hooks` feature kill themselves right after
+    /// `request.executing` when `CDRVAULT_TEST_CRASH_AT=request.executing`.)
     pub fn execute_request(
         &self,
         actor: &Actor,
         id: &str,
-        now: DateTime<Utc>,
         progress: Option<&(dyn Fn(u64, u64) + Sync)>,
     ) -> Result<Executed, DeskError> {
+        let now = Utc::now();
         let permit = Permit::Roles(REQUESTER);
+        let me = ProcessIdentity::current();
         let (_, (req, purged)) = self.decide(actor, permit, "execute", id, None, |entries| {
-            let state = rq::fold(entries);
+            let mut state = rq::fold(entries);
+            let mut events: Vec<_> = close_interrupted(entries, &mut state, id)
+                .map_err(refused)?
+                .into_iter()
+                .collect();
             let req = rq::check_execute(&state, id).map_err(refused)?.clone();
-            let data = json!({"from": req.spec.from, "to": req.spec.to, "targets": req.spec.targets.len()});
-            Ok((
-                event(rq::EXECUTING, id, data),
-                (req, purged_partitions(entries)),
-            ))
+            let data = json!({
+                "from": req.spec.from,
+                "to": req.spec.to,
+                "targets": req.spec.targets.len(),
+                "process": process_json(&me),
+            });
+            events.push(event(rq::EXECUTING, id, data));
+            Ok((events, (req, purged_partitions(entries))))
         })?;
+        #[cfg(feature = "test-hooks")]
+        cdrvault_fsio::crash_if_asked(CRASH_ENV, "request.executing");
         let run = self.run_lookup(&req, &purged, now, progress);
         let (result, outputs) = match run {
             Ok(v) => v,
             Err(e) => {
-                let data = json!({ "error": e.to_string() });
+                let data = json!({ "reason": "error", "error": e.to_string() });
                 let failed = self.decide(actor, permit, "execute", id, None, |_| {
                     Ok((event(rq::FAILED, id, data), ()))
                 });
@@ -370,6 +409,82 @@ impl Desk {
         })?;
         Ok(report)
     }
+}
+
+/// Environment variable of the crash test hook (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
+const CRASH_ENV: &str = "CDRVAULT_TEST_CRASH_AT";
+
+/// A process identity as `request.executing` records it.
+fn process_json(p: &ProcessIdentity) -> Value {
+    json!({ "pid": p.pid, "start_ticks": p.start_ticks, "boot_id": p.boot_id })
+}
+
+/// The process identity a `request.executing` entry records, if any.
+fn recorded_process(e: &Entry) -> Option<ProcessIdentity> {
+    let p = e.data.get("process")?;
+    Some(ProcessIdentity {
+        pid: u32::try_from(p["pid"].as_u64()?).ok()?,
+        start_ticks: p["start_ticks"].as_u64(),
+        boot_id: p["boot_id"].as_str().map(str::to_owned),
+    })
+}
+
+/// Under the log's lock: if request `id` is `executing`, whether its
+/// execution still runs. Its process running: refused (`in_progress`).
+/// Gone — killed, crashed, another boot (or not recorded, by a version
+/// before process identities) — the `request.failed` event (reason
+/// `interrupted`) that closes it, with `state` updated as the event will
+/// leave it (the request approved again).
+fn close_interrupted(
+    entries: &[Entry],
+    state: &mut std::collections::BTreeMap<String, Request>,
+    id: &str,
+) -> Result<Option<cdrvault_audit::Event>, Refusal> {
+    let Some(r) = state
+        .get_mut(id)
+        .filter(|r| r.status == rq::Status::Executing)
+    else {
+        return Ok(None);
+    };
+    let Some(executing) = entries
+        .iter()
+        .rev()
+        .find(|e| e.kind == rq::EXECUTING && e.subject == id)
+    else {
+        return Ok(None);
+    };
+    let owner = recorded_process(executing);
+    if let Some(p) = owner.as_ref().filter(|p| p.is_running()) {
+        return Err(rq::refuse(
+            RefusalCode::InProgress,
+            format!(
+                "request {id} is being executed by process {} (access-log entry #{}), which is still running",
+                p.pid, executing.seq
+            ),
+        ));
+    }
+    r.status = rq::Status::Approved;
+    let error = match &owner {
+        Some(p) => format!(
+            "the execution logged at entry #{} was interrupted: its process {} is gone",
+            executing.seq, p.pid
+        ),
+        None => format!(
+            "the execution logged at entry #{} was interrupted (no process recorded)",
+            executing.seq
+        ),
+    };
+    Ok(Some(event(
+        rq::FAILED,
+        id,
+        json!({
+            "reason": "interrupted",
+            "executing_seq": executing.seq,
+            "process": owner.as_ref().map(process_json),
+            "error": error,
+        }),
+    )))
 }
 
 /// Partitions the access log records as purged or being purged: the purge

@@ -165,9 +165,7 @@ fn a_request_goes_pending_approved_executed_and_each_step_is_signed_by_its_actor
     assert!(!log.contains("01001234567") && !log.contains("490154203237518"));
     d.approve_request(lee, "KR-SPO-2026-1").unwrap();
     assert_eq!(status(d, "KR-SPO-2026-1"), Status::Approved);
-    let e = d
-        .execute_request(kim, "KR-SPO-2026-1", now(), None)
-        .unwrap();
+    let e = d.execute_request(kim, "KR-SPO-2026-1", None).unwrap();
     assert_eq!(e.rows, 0);
     assert_eq!(e.outputs.len(), 2);
     for o in &e.outputs {
@@ -201,7 +199,7 @@ fn a_request_goes_pending_approved_executed_and_each_step_is_signed_by_its_actor
     assert_eq!(entries.last().unwrap().data["rows"], 0);
     // executed is final
     assert_eq!(
-        refusal(d, kim, d.execute_request(kim, "KR-SPO-2026-1", now(), None)),
+        refusal(d, kim, d.execute_request(kim, "KR-SPO-2026-1", None)),
         RefusalCode::AlreadyExecuted
     );
     assert_eq!(
@@ -423,11 +421,7 @@ fn dual_control_is_between_keys_and_approval_refusals_are_logged() {
         RefusalCode::WrongRole
     );
     assert_eq!(
-        refusal(
-            d,
-            park,
-            d.execute_request(park, "KR-SPO-2026-3", now(), None)
-        ),
+        refusal(d, park, d.execute_request(park, "KR-SPO-2026-3", None)),
         RefusalCode::NotApproved
     );
     d.approve_request(lee, "KR-SPO-2026-3").unwrap();
@@ -460,7 +454,7 @@ fn cancel_from_pending_or_approved_and_then_nothing_runs() {
     d.cancel_request(kim, "KR-SPO-2026-5", "withdrawn").unwrap();
     assert_eq!(status(d, "KR-SPO-2026-5"), Status::Cancelled);
     assert_eq!(
-        refusal(d, kim, d.execute_request(kim, "KR-SPO-2026-5", now(), None)),
+        refusal(d, kim, d.execute_request(kim, "KR-SPO-2026-5", None)),
         RefusalCode::Cancelled
     );
     assert_eq!(
@@ -491,9 +485,7 @@ fn a_failed_execution_is_logged_after_executing_and_returns_to_approved() {
     d.approve_request(lee, "KR-SPO-2026-7").unwrap();
     // the release directory cannot be created: a file is in the way
     std::fs::write(&d.settings().lookup.output_dir, b"not a directory").unwrap();
-    let e = d
-        .execute_request(kim, "KR-SPO-2026-7", now(), None)
-        .unwrap_err();
+    let e = d.execute_request(kim, "KR-SPO-2026-7", None).unwrap_err();
     assert_eq!(e.exit_code(), ExitCode::Failure, "{e}");
     let kinds: Vec<String> = d.entries().unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(
@@ -875,4 +867,281 @@ fn verify_erasure_of_no_files_is_a_clean_verdict() {
     d.verify_erasure(&checks).unwrap();
     let e = d.erasure(&[f.dir.path().join("missing")]).unwrap_err();
     assert_eq!(e.exit_code(), ExitCode::Input);
+}
+
+/// The log file's lines.
+fn log_lines(d: &Desk) -> Vec<String> {
+    std::fs::read_to_string(&d.settings().audit.log_file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_command_appends_to_a_log_that_does_not_verify() {
+    let f = fixture();
+    let d = &f.desk;
+    let (kim, lee, officer) = (f.op("kim"), f.op("lee"), f.op("officer"));
+    d.create_request(kim, &new_request("KR-SPO-2026-20"), now())
+        .unwrap();
+    let pristine = log_lines(d);
+    let path = d.settings().audit.log_file.clone();
+    let mut edited = pristine.clone();
+    // kim's registration (after config.security and the administrator's).
+    assert!(edited[2].contains("\"requester\""), "{}", edited[2]);
+    edited[2] = edited[2].replacen("\"requester\"", "\"approver\"", 1);
+    let mut swapped = pristine.clone();
+    swapped.swap(2, 3);
+    for (what, lines) in [("edited", edited), ("swapped", swapped)] {
+        let text = lines.join("\n") + "\n";
+        std::fs::write(&path, &text).unwrap();
+        let attempts: Vec<(&str, Result<u64, DeskError>)> = vec![
+            (
+                "create",
+                d.create_request(kim, &new_request("KR-SPO-2026-21"), now())
+                    .map(|c| c.seq),
+            ),
+            ("approve", d.approve_request(lee, "KR-SPO-2026-20")),
+            ("cancel", d.cancel_request(kim, "KR-SPO-2026-20", "")),
+            (
+                "execute",
+                d.execute_request(kim, "KR-SPO-2026-20", None)
+                    .map(|e| e.seq),
+            ),
+            (
+                "hold",
+                d.add_hold(officer, "imsi:450051234567890", "case", None, now())
+                    .map(|h| h.seq),
+            ),
+            (
+                "purge",
+                d.purge(
+                    Some(officer),
+                    &PurgeRequest {
+                        as_of: now(),
+                        dry_run: false,
+                        allow_future_as_of: false,
+                    },
+                )
+                .map(|_| 0),
+            ),
+        ];
+        for (step, r) in attempts {
+            let e = r.expect_err(step);
+            assert_eq!(e.exit_code(), ExitCode::Integrity, "{what} {step}: {e}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "{what}: nothing was appended"
+        );
+        std::fs::write(&path, pristine.join("\n") + "\n").unwrap();
+    }
+    d.approve_request(lee, "KR-SPO-2026-20").unwrap();
+    assert_log_verifies(d);
+}
+
+#[test]
+fn a_deleted_log_is_tampering_while_its_key_exists() {
+    let f = fixture();
+    let settings = f.desk.settings().clone();
+    let a = settings.audit.clone();
+    std::fs::remove_file(&a.log_file).unwrap();
+    std::fs::remove_file(&a.head_file).unwrap();
+    // A new desk on the same installation (a new command).
+    let fresh = Desk::with_keys(&settings, f.desk.keys);
+    let e = fresh.entries().unwrap_err();
+    assert_eq!(e.exit_code(), ExitCode::Integrity, "{e}");
+    let e = fresh
+        .create_request(&f.ops["kim"], &new_request("KR-SPO-2026-22"), now())
+        .unwrap_err();
+    assert_eq!(e.exit_code(), ExitCode::Integrity, "{e}");
+    assert!(e.to_string().contains("deleted"), "{e}");
+    let (r, verdict) = crate::log::verify_with_key(&fresh).unwrap();
+    assert!(verdict.is_some());
+    assert_eq!(r.problems, vec![cdrvault_audit::Problem::LogMissing]);
+    assert!(!a.log_file.exists(), "no new log was started");
+}
+
+#[test]
+fn a_new_installation_reads_an_empty_log_without_making_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings_in(dir.path(), |_| {});
+    let keys = KeyStore::init(&s.keys.store_dir, &MasterKey::generate()).unwrap();
+    let d = Desk::with_keys(&s, keys);
+    assert!(d.entries().unwrap().is_empty());
+    assert!(d.requests(None).unwrap().is_empty());
+    let (r, verdict) = crate::log::verify_with_key(&d).unwrap();
+    assert!(verdict.is_none() && r.entries == 0);
+    assert!(d.keys().existing_audit_key().unwrap().is_none());
+}
+
+#[test]
+fn security_settings_are_logged_first_and_again_whenever_they_change() {
+    let f = fixture();
+    let d = &f.desk;
+    let entries = d.entries().unwrap();
+    assert_eq!(entries[0].kind, crate::CONFIG_SECURITY);
+    assert_eq!(entries[0].data["settings"]["dual_control"], true);
+    let count = |d: &Desk| {
+        d.entries()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == crate::CONFIG_SECURITY)
+            .count()
+    };
+    assert_eq!(count(d), 1, "recorded once while nothing changes");
+    // Dual control turned off: the next entry, whoever appends it (here a
+    // refusal), is preceded by the change.
+    let mut s = d.settings().clone();
+    s.lookup.dual_control = false;
+    let off = Desk::with_keys(&s, f.desk.keys);
+    let kim = &f.ops["kim"];
+    let e = off.approve_request(kim, "KR-SPO-2026-404").unwrap_err();
+    assert_eq!(e.exit_code(), ExitCode::Input);
+    let entries = off.entries().unwrap();
+    let n = entries.len();
+    assert_eq!(entries[n - 2].kind, crate::CONFIG_SECURITY);
+    assert_eq!(entries[n - 1].kind, "request.refused");
+    let change = &entries[n - 2].data;
+    assert_eq!(change["changed"], serde_json::json!(["dual_control"]));
+    assert_eq!(change["settings"]["dual_control"], false);
+    assert_eq!(change["previous_digest"], entries[0].data["digest"]);
+    off.create_request(kim, &new_request("KR-SPO-2026-23"), now())
+        .unwrap();
+    assert_eq!(count(&off), 2);
+    assert_log_verifies(&off);
+}
+
+#[test]
+fn free_text_with_control_characters_or_numbers_is_refused_and_logged() {
+    let f = fixture();
+    let d = &f.desk;
+    let (kim, officer) = (f.op("kim"), f.op("officer"));
+    for reason in [
+        "case 1\n     99  2026-01-01 00:00:00  hold.released",
+        "\u{1b}[2Jcase",
+        "about 010-9876-5432",
+    ] {
+        let r = d.add_hold(officer, "imsi:450051234567890", reason, None, now());
+        assert_eq!(refused_in(d, "hold", officer, r), RefusalCode::BadText);
+    }
+    for (authority, warrant, basis) in [
+        ("Police\r\nforged", "2026-영-1", "art. 13"),
+        ("Police", "call +82 10 9876 5432", "art. 13"),
+        ("Police", "2026-영-1", "rlo \u{202e}31 .tra"),
+    ] {
+        let mut r = new_request("KR-SPO-2026-24");
+        r.authority = authority.into();
+        r.warrant = warrant.into();
+        r.legal_basis = basis.into();
+        assert_eq!(
+            refusal(d, kim, d.create_request(kim, &r, now())),
+            RefusalCode::BadText
+        );
+    }
+    d.create_request(kim, &new_request("KR-SPO-2026-24"), now())
+        .unwrap();
+    assert_eq!(
+        refusal(
+            d,
+            kim,
+            d.cancel_request(kim, "KR-SPO-2026-24", "dup of 01098765432")
+        ),
+        RefusalCode::BadText
+    );
+    // An operator name with a line break is refused too (and logged under
+    // its sanitised form).
+    let odd = Actor::new("kim\nforged", kim.signer.clone());
+    assert_eq!(
+        refusal(d, &odd, d.cancel_request(&odd, "KR-SPO-2026-24", "")),
+        RefusalCode::BadText
+    );
+    for e in d.entries().unwrap() {
+        for field in ["reason", "message", "authority", "warrant", "legal_basis"] {
+            let text = e.data[field].as_str().unwrap_or_default();
+            assert!(!text.contains("9876"), "seq {}: {field} {text:?}", e.seq);
+        }
+    }
+    let log = std::fs::read_to_string(&d.settings().audit.log_file).unwrap();
+    for escaped in ["\\u001b", "\\n     99", "\\r\\n", "\u{202e}"] {
+        assert!(!log.contains(escaped), "{escaped} reached the log");
+    }
+    assert_log_verifies(d);
+}
+
+/// Appends `request.executing` of `id` as if `process` ran it and then
+/// stopped logging (killed).
+fn executing_by(d: &Desk, actor: &Actor, id: &str, process: &cdrvault_fsio::ProcessIdentity) {
+    let data = serde_json::json!({
+        "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "targets": 1,
+        "process": { "pid": process.pid, "start_ticks": process.start_ticks, "boot_id": process.boot_id },
+    });
+    d.record(actor, crate::Permit::Roles(&[Role::Requester]), |_| {
+        Ok((crate::event(cdrvault_requests::EXECUTING, id, data), ()))
+    })
+    .unwrap();
+}
+
+#[test]
+fn an_interrupted_execution_is_closed_and_retried_a_running_one_is_not() {
+    let f = fixture();
+    let d = &f.desk;
+    let (kim, lee) = (f.op("kim"), f.op("lee"));
+    for id in ["KR-SPO-2026-30", "KR-SPO-2026-31"] {
+        d.create_request(kim, &new_request(id), now()).unwrap();
+        d.approve_request(lee, id).unwrap();
+    }
+    // Still running (this process): neither execute nor cancel.
+    let me = cdrvault_fsio::ProcessIdentity::current();
+    executing_by(d, kim, "KR-SPO-2026-30", &me);
+    assert_eq!(status(d, "KR-SPO-2026-30"), Status::Executing);
+    assert_eq!(
+        refusal(d, kim, d.execute_request(kim, "KR-SPO-2026-30", None)),
+        RefusalCode::InProgress
+    );
+    assert_eq!(
+        refusal(d, kim, d.cancel_request(kim, "KR-SPO-2026-30", "")),
+        RefusalCode::InProgress
+    );
+    // Gone (same pid, another start: the pid was reused): closed, retried.
+    let gone = cdrvault_fsio::ProcessIdentity {
+        start_ticks: me.start_ticks.map(|t| t + 1),
+        boot_id: Some("another-boot".into()),
+        ..me.clone()
+    };
+    executing_by(d, kim, "KR-SPO-2026-31", &gone);
+    let e = d.execute_request(kim, "KR-SPO-2026-31", None).unwrap();
+    assert_eq!(status(d, "KR-SPO-2026-31"), Status::Executed);
+    let steps: Vec<(String, serde_json::Value)> = d
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == "KR-SPO-2026-31" && e.kind.starts_with("request."))
+        .map(|e| (e.kind, e.data["reason"].clone()))
+        .collect();
+    let kinds: Vec<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "request.created",
+            "request.approved",
+            "request.executing",
+            "request.failed",
+            "request.executing",
+            "request.executed"
+        ]
+    );
+    assert_eq!(steps[3].1, "interrupted");
+    assert_eq!(e.rows, 0);
+    // And a cancel closes an interrupted execution too.
+    d.create_request(kim, &new_request("KR-SPO-2026-32"), now())
+        .unwrap();
+    d.approve_request(lee, "KR-SPO-2026-32").unwrap();
+    executing_by(d, kim, "KR-SPO-2026-32", &gone);
+    d.cancel_request(kim, "KR-SPO-2026-32", "withdrawn")
+        .unwrap();
+    assert_eq!(status(d, "KR-SPO-2026-32"), Status::Cancelled);
+    assert_log_verifies(d);
 }

@@ -10,7 +10,10 @@
 //! * [`FileLock`]: an advisory `flock` on a lock file, released on drop;
 //! * [`PurgeLock`]: `<data_dir>/.purge.lock`, exclusive for a purge,
 //!   shared for a lookup;
-//! * [`crash_if_asked`]: the kill -9 test hook of the purge and compaction.
+//! * [`crash_if_asked`]: the kill -9 test hook of the purge, compaction,
+//!   ingest publishing and request execution;
+//! * [`ProcessIdentity`]: whether a process recorded earlier still runs
+//!   (pid, start time and boot, from `/proc`).
 //!
 //! Errors are plain [`std::io::Error`]s: each caller wraps them, with the
 //! path, into its own error type.
@@ -21,6 +24,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
+
+mod process;
+pub use process::ProcessIdentity;
 
 /// Mode of every private file we create.
 pub const FILE_MODE: u32 = 0o600;

@@ -1020,6 +1020,13 @@ impl KeyStore {
         })
     }
 
+    /// The access log's key if it exists; never creates it. Its existence
+    /// says that a log was started: a log that is gone while its key is
+    /// here was deleted.
+    pub fn existing_audit_key(&self) -> Result<Option<AuditKey>, KeyStoreError> {
+        self.load_audit()
+    }
+
     fn load_audit(&self) -> Result<Option<AuditKey>, KeyStoreError> {
         let Some(af) = read_audit_file(&self.dir)? else {
             return Ok(None);

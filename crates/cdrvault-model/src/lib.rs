@@ -9,12 +9,17 @@
 //! * [`RejectReason`] says precisely why a record was refused, without quoting
 //!   any identifier.
 //!
+//! * [`text`] is the one set of rules for free text that reaches the
+//!   access log (no control or invisible characters, no number-like runs)
+//!   and for showing it again.
+//!
 //! This crate does no I/O so it can be tested, fuzzed and benchmarked alone.
 
 mod ident;
 mod normalize;
 mod raw;
 mod target;
+pub mod text;
 mod time;
 
 pub use ident::{CellId, IdentifierKind, Imei, Imsi, IpAddr, Msisdn, Redacted};

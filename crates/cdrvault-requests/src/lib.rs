@@ -131,6 +131,11 @@ pub enum RefusalCode {
     HoldReleased,
     /// A service key's purge without a privacy officer's standing approval.
     NoStandingApproval,
+    /// A free-text field (a reason, the authority, the warrant, the legal
+    /// basis, an operator name) breaks the text rules
+    /// ([`cdrvault_model::text`]): a control or invisible character, or a
+    /// number-like run.
+    BadText,
 }
 
 impl RefusalCode {
@@ -164,6 +169,7 @@ impl RefusalCode {
             RefusalCode::UnknownHold => "unknown_hold",
             RefusalCode::HoldReleased => "hold_released",
             RefusalCode::NoStandingApproval => "no_standing_approval",
+            RefusalCode::BadText => "bad_text",
         }
     }
 }
@@ -268,19 +274,8 @@ pub fn check_request_id(id: &str, country_code: &str) -> Result<(), Refusal> {
 }
 
 /// Operator names as given on the command line may be anything: keep what
-/// can be logged safely (no digits run long enough to be a number).
-pub fn sanitize(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-        .take(64)
-        .collect();
-    if t.bytes().filter(u8::is_ascii_digit).count() > 6 {
-        "<redacted>".into()
-    } else {
-        t
-    }
-}
+/// can be logged safely (the model's one text rule set).
+pub use cdrvault_model::text::sanitize;
 
 /// A request as its creator gives it, targets already sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -565,6 +560,17 @@ pub fn check_cancel<'m>(
             ),
         )),
     }
+}
+
+/// Checks free-text fields (name, text) with the model's text rules; the
+/// refusal names the field and the problem, never the text.
+pub fn check_texts(fields: &[(&str, &str)]) -> Result<(), Refusal> {
+    for (field, text) in fields {
+        if let Err(e) = cdrvault_model::text::check(text) {
+            return Err(refuse(RefusalCode::BadText, format!("{field}: {e}")));
+        }
+    }
+    Ok(())
 }
 
 /// The `data` of a `request.refused` entry.

@@ -255,6 +255,21 @@ fn categories_and_sanitizing() {
 }
 
 #[test]
+fn free_text_is_checked_field_by_field_and_never_quoted() {
+    assert_eq!(
+        check_texts(&[("authority", "Seoul Police"), ("warrant", "2026-영-0042")]),
+        Ok(())
+    );
+    let r = check_texts(&[("authority", "ok"), ("warrant", "call 010-5550-1234")]).unwrap_err();
+    assert_eq!(r.code, RefusalCode::BadText);
+    assert!(r.message.starts_with("warrant: "), "{}", r.message);
+    assert!(!r.message.contains("5550"), "{}", r.message);
+    let r = check_texts(&[("reason", "line\nforged")]).unwrap_err();
+    assert_eq!(r.code, RefusalCode::BadText);
+    assert_eq!(RefusalCode::BadText.as_str(), "bad_text");
+}
+
+#[test]
 fn semiannual_report_counts_by_authority() {
     let mut log = Log(Vec::new());
     log.push(

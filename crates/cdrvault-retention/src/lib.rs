@@ -16,7 +16,7 @@
 //!   2026-03-01T00:00+09:00; one of 2024-02-29 is kept through 2025-02-28.
 
 use chrono::{DateTime, Days, Months, NaiveDate, TimeZone, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub mod kst;
@@ -207,7 +207,7 @@ pub struct ClassSpec {
 /// tried in order; the first match wins. Record types and services compare
 /// case-insensitively; `caller_prefixes` are E.164 prefixes (`"+8210"`) of
 /// the caller's normalised number (the numbering-plan fallback).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Record types that match (case-insensitive); empty = any.
@@ -400,6 +400,19 @@ impl RetentionPolicy {
     /// The class `id` names. `id` must come from this policy.
     pub fn class(&self, id: ClassId) -> &RetentionClass {
         &self.classes[id.0 as usize]
+    }
+
+    /// The rules as configured, in order (the class by name).
+    pub fn rule_specs(&self) -> Vec<RuleSpec> {
+        self.rules
+            .iter()
+            .map(|r| RuleSpec {
+                record_types: r.record_types.clone(),
+                services: r.services.clone(),
+                caller_prefixes: r.caller_prefixes.clone(),
+                class: self.class(r.class).name.clone(),
+            })
+            .collect()
     }
 
     /// Every class with its id, in configuration order.

@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::anyhow;
 use cdrvault_config::Settings;
 use cdrvault_desk::log;
+use cdrvault_model::text::Escaped;
 use cdrvault_retention::{format_kst_seconds, parse_day};
 
 use crate::cli::{AuditCommand, ExportFormat, OutputFormat};
@@ -149,10 +150,10 @@ pub fn run(settings: &Settings, cmd: AuditCommand, out: &mut dyn Write) -> Resul
                             "{:>6}  {}  {:<18} {:<12} {:<24} {}",
                             e.seq,
                             format_kst_seconds(e.at),
-                            e.kind,
-                            e.actor,
-                            e.subject,
-                            e.data
+                            Escaped(&e.kind),
+                            Escaped(&e.actor),
+                            Escaped(&e.subject),
+                            Escaped(&e.data.to_string())
                         )?;
                     }
                     out.flush()?;

@@ -111,15 +111,6 @@ pub fn open_desk(settings: &cdrvault_config::Settings) -> Result<cdrvault_desk::
     Ok(cdrvault_desk::Desk::open(settings)?)
 }
 
-/// A `--time` option as RFC 3339, or now.
-pub fn parse_now(flag: &str, now: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
-    match now {
-        Some(t) => cdrvault_retention::parse_rfc3339(t)
-            .map_err(|e| CliError::new(Code::Input, anyhow::anyhow!("{flag} {e}"))),
-        None => Ok(chrono::Utc::now()),
-    }
-}
-
 fn usage(msg: impl Into<String>) -> CliError {
     CliError::new(Code::Usage, anyhow::anyhow!(msg.into()))
 }

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use cdrvault_desk::Desk;
+use cdrvault_model::text::Escaped;
 use cdrvault_retention::format_kst_minutes;
 use chrono::{NaiveDate, Utc};
 use clap::Subcommand;
@@ -19,7 +20,9 @@ pub enum HoldCommand {
         /// `msisdn:<number>`, `imsi:<digits>` or `imei:<digits>`.
         #[arg(long)]
         target: String,
-        /// Why (case number, dispute reference). Do not put identifiers here.
+        /// Why (case number, dispute reference). No line breaks or control
+        /// characters, and no number-like runs (7 or more digits): an
+        /// identifier here would stay in the never-purged log in clear.
         #[arg(long)]
         reason: String,
         /// Last day (Asia/Seoul) the hold applies; it ends by itself after.
@@ -129,8 +132,8 @@ pub fn run(desk: &Desk, cmd: HoldCommand, out: &mut dyn Write) -> Result<(), Cli
                             h.state(today),
                             h.until.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
                             format_kst_minutes(h.added_at),
-                            h.added_by,
-                            h.reason
+                            Escaped(&h.added_by),
+                            Escaped(&h.reason)
                         )?;
                     }
                 }

@@ -6,12 +6,13 @@ use std::io::Write;
 
 use cdrvault_desk::{Desk, Executed, NewRequest};
 use cdrvault_lookup::NotHeldReason;
+use cdrvault_model::text::Escaped;
 use cdrvault_requests::{HalfReport, Request};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::cli::{OutputFormat, SignerArgs};
-use crate::exit::{actor, parse_now, CliError};
+use crate::exit::{actor, CliError};
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -24,7 +25,10 @@ pub enum RequestCommand {
     /// another key than the one that created it).
     Approve(ActArgs),
     /// Run the lookup of an approved request and write the result (CSV and
-    /// JSON, mode 0600) to lookup.output_dir.
+    /// JSON, mode 0600) to lookup.output_dir. Retention is judged at the
+    /// system clock's now (there is no option to move it). An execution
+    /// left `executing` by a process that is gone is closed first
+    /// (`request.failed`, reason interrupted).
     Execute(ExecuteArgs),
     /// Cancel a request that has not been executed.
     Cancel(CancelArgs),
@@ -106,9 +110,6 @@ pub struct ExecuteArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
-    /// The lookup clock (RFC 3339) for retention; default: now.
-    #[arg(long, value_name = "RFC3339")]
-    pub now: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
 }
@@ -169,10 +170,9 @@ pub fn run(desk: &Desk, cmd: RequestCommand, out: &mut dyn Write) -> Result<(), 
         }
         RequestCommand::Execute(a) => {
             let op = actor(&a.op)?;
-            let now = parse_now("--now", a.now.as_deref())?;
             let started = std::time::Instant::now();
             let e = output::Progress::new(!a.no_progress)
-                .run(|progress| desk.execute_request(&op, &a.id, now, progress))?;
+                .run(|progress| desk.execute_request(&op, &a.id, progress))?;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             print_executed(out, a.format, &a.id, op.name(), &e, elapsed_ms)?;
         }
@@ -277,11 +277,11 @@ fn print_requests(
                 let kinds: Vec<&str> = r.spec.targets.iter().map(|t| t.kind.as_str()).collect();
                 writeln!(
                     out,
-                    "{:<28} {:<9} authority={:?} warrant={:?} targets={} ({}) window={}..{} created_by={} approved_by={} rows={}",
+                    "{:<28} {:<9} authority=\"{}\" warrant=\"{}\" targets={} ({}) window={}..{} created_by={} approved_by={} rows={}",
                     r.id,
                     r.status.as_str(),
-                    r.spec.authority,
-                    r.spec.warrant,
+                    Escaped(&r.spec.authority),
+                    Escaped(&r.spec.warrant),
                     r.spec.targets.len(),
                     kinds.join(","),
                     r.spec.from.to_rfc3339(),
