@@ -86,7 +86,7 @@ fn is_digit(c: char) -> bool {
 }
 
 /// The longest run of digits in `text`, counting digits joined by at
-/// most [`MAX_SEPARATOR_RUN`] separators, calendar dates excepted.
+/// most `MAX_SEPARATOR_RUN` (3) separators, calendar dates excepted.
 pub fn longest_number_run(text: &str) -> usize {
     let chars: Vec<char> = text.chars().collect();
     let mut best = 0;
