@@ -43,6 +43,23 @@ fn records(count: u64, seed: u64, malformed_per_mille: u32) -> (Vec<Vec<u8>>, Ve
     (lines, truth)
 }
 
+/// Creates `topic` with `partitions` partitions and its dead-letter topic,
+/// and produces `count` synthetic records to it (see [`records`]).
+fn feed(
+    b: &Broker,
+    topic: &str,
+    partitions: i32,
+    count: u64,
+    seed: u64,
+    malformed_per_mille: u32,
+) -> (Vec<Vec<u8>>, Vec<Truth>) {
+    b.create_topic(topic, partitions as u32);
+    b.create_topic(&format!("{topic}-dlq"), 1);
+    let (lines, truth) = records(count, seed, malformed_per_mille);
+    produce(b, topic, partitions, &lines);
+    (lines, truth)
+}
+
 fn produce(b: &Broker, topic: &str, partitions: i32, lines: &[Vec<u8>]) {
     let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     b.produce(topic, partitions, &refs);
@@ -286,14 +303,19 @@ fn assert_exactly_once(sb: &Sandbox, truth: &[Truth]) {
     assert_eq!(stored.len(), want.len());
 }
 
+/// Stops `svc` with SIGTERM (it must drain and exit 0) and checks that the
+/// store holds exactly the valid records of `truth`, each once.
+fn drain_and_check(svc: Service, sb: &Sandbox, truth: &[Truth], log: &Path) {
+    let st = svc.sigterm(Duration::from_secs(60));
+    assert!(st.success(), "exit {st}:\n{}", tail(log));
+    assert_exactly_once(sb, truth);
+}
+
 #[test]
 fn serve_stores_valid_records_once_dead_letters_the_rest_and_drains_on_sigterm() {
     let b = broker();
     let topic = "cdr-basic";
-    b.create_topic(topic, 3);
-    b.create_topic(&format!("{topic}-dlq"), 1);
-    let (lines, truth) = records(3000, 11, 20);
-    produce(b, topic, 3, &lines);
+    let (lines, truth) = feed(b, topic, 3, 3000, 11, 20);
     let sb = Sandbox::new();
     // Batches never fill up or age out on their own: only the shutdown
     // drain can store them.
@@ -514,10 +536,7 @@ fn kill_points(n: usize, total: u64) -> Vec<u64> {
 fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
     let b = broker();
     let topic = "cdr-kill";
-    b.create_topic(topic, 2);
-    b.create_topic(&format!("{topic}-dlq"), 1);
-    let (lines, truth) = records(12_000, 22, 5);
-    produce(b, topic, 2, &lines);
+    let (_, truth) = feed(b, topic, 2, 12_000, 22, 5);
     let sb = Sandbox::new();
     let cfg = config(&sb, topic, 700, 200);
     let log = sb.path("serve.log");
@@ -563,9 +582,7 @@ fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
     let svc = Service::start(&sb, &cfg);
     wait_stored(&sb.data_dir(), valid, Duration::from_secs(180), &log);
     let _ = svc.metric("cdrvault_batches_total");
-    let st = svc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(svc, &sb, &truth, &log);
     // The restarted instance removed what the killed ones left, and its own
     // scratch went with its batches: nothing but published files remains.
     let left: Vec<_> = cdrvault_e2e::files_under(&sb.data_dir().join(".spill"));
@@ -621,10 +638,7 @@ fn kill_9_at_random_points_then_restart_stores_everything_exactly_once() {
 fn two_instances_share_partitions_and_one_killed_loses_and_doubles_nothing() {
     let b = broker();
     let topic = "cdr-pair";
-    b.create_topic(topic, 4);
-    b.create_topic(&format!("{topic}-dlq"), 1);
-    let (lines, truth) = records(12_000, 33, 0);
-    produce(b, topic, 4, &lines);
+    let (_, truth) = feed(b, topic, 4, 12_000, 33, 0);
     let sb = Sandbox::new();
     let cfg = config(&sb, topic, 500, 200);
     let log = sb.path("serve.log");
@@ -656,9 +670,7 @@ fn two_instances_share_partitions_and_one_killed_loses_and_doubles_nothing() {
         Duration::from_secs(90),
         &log,
     );
-    let st = bsvc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(bsvc, &sb, &truth, &log);
 }
 
 #[test]
@@ -694,14 +706,9 @@ fn a_broker_that_is_down_at_start_is_retried_then_consumed_from() {
         tail(&log)
     );
     let b = Broker::start_on(port);
-    b.create_topic(topic, 1);
-    b.create_topic(&format!("{topic}-dlq"), 1);
-    let (lines, truth) = records(2000, 44, 0);
-    produce(&b, topic, 1, &lines);
+    let (_, truth) = feed(&b, topic, 1, 2000, 44, 0);
     wait_stored(&sb.data_dir(), truth.len(), Duration::from_secs(120), &log);
-    let st = svc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(svc, &sb, &truth, &log);
 }
 
 #[test]
@@ -890,9 +897,7 @@ fn serve_then_compact_then_serve_resumes_exactly_and_serve_compacts_on_schedule(
         Duration::from_secs(120),
         &log,
     );
-    let st = svc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(svc, &sb, &truth, &log);
 
     // serve compacts on its schedule (at start, then every interval); no
     // broker needed for that.
@@ -991,9 +996,7 @@ fn rejoin_after_kill_9(topic: &str, instance_id: Option<&str>) -> Duration {
         &log,
     );
     let took = started.elapsed();
-    let st = second.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(second, &sb, &truth, &log);
     // No CONFWARN for the consumer-only properties handed to the
     // dead-letter producer (issue 13, defect 12).
     let text = std::fs::read_to_string(&log).unwrap();
@@ -1030,11 +1033,8 @@ fn static_membership_a_restarted_instance_rejoins_without_waiting_for_the_sessio
 fn an_unavailable_dead_letter_topic_holds_back_storing_and_committing() {
     let b = broker();
     let topic = "cdr-nodlq";
-    b.create_topic(topic, 2);
-    b.create_topic(&format!("{topic}-dlq"), 1);
     // 50 per mille malformed: every batch of 500 holds refused records.
-    let (lines, truth) = records(4_000, 31, 50);
-    produce(b, topic, 2, &lines);
+    let (_, truth) = feed(b, topic, 2, 4_000, 31, 50);
     let sb = Sandbox::new();
     let cfg = config(&sb, topic, 500, 200);
     let log = sb.path("serve.log");
@@ -1090,9 +1090,7 @@ fn an_unavailable_dead_letter_topic_holds_back_storing_and_committing() {
         Duration::from_secs(60),
         &log,
     );
-    let st = svc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(svc, &sb, &truth, &log);
 }
 
 /// A broker that dies mid-run and comes back (its state persisted) costs
@@ -1104,10 +1102,7 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
     let port = free_port();
     let b = cdrvault_e2e::kafka::Broker::start_persistent(port, &s3);
     let topic = "cdr-restart";
-    b.create_topic(topic, 2);
-    b.create_topic(&format!("{topic}-dlq"), 1);
-    let (lines, truth) = records(8_000, 41, 5);
-    produce(&b, topic, 2, &lines);
+    let (_, truth) = feed(&b, topic, 2, 8_000, 41, 5);
     let sb = Sandbox::new();
     let cfg = config_for_broker(&sb, &b.addr, topic, "g-restart", 400, 200);
     let log = sb.path("serve.log");
@@ -1128,15 +1123,11 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
         Duration::from_secs(30),
         &log,
     );
-    let st = svc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(svc, &sb, &truth, &log);
     // What the restarted broker kept: a later start of the same group
     // resumes from it and stores nothing twice.
     let svc = Service::start(&sb, &cfg);
     std::thread::sleep(Duration::from_secs(5));
-    let st = svc.sigterm(Duration::from_secs(60));
-    assert!(st.success(), "exit {st}:\n{}", tail(&log));
-    assert_exactly_once(&sb, &truth);
+    drain_and_check(svc, &sb, &truth, &log);
     b.kill9();
 }
