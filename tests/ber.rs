@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use cdrvault_e2e::ber::{assert_stored_as_generated, ber_fixture as fixture, ber_needles};
-use cdrvault_e2e::{decrypt_store, find_plaintext, Sandbox};
+use cdrvault_e2e::{decrypt_store, find_plaintext, request_create, Sandbox};
 use serde_json::Value;
 
 /// `args` with two lookup threads, signed by the operator they name.
@@ -166,29 +166,7 @@ fn requests_release_ber_records_exactly_and_reingesting_stores_nothing_new_for_l
     let to = chrono::Utc::now().date_naive().to_string();
     let id = format!("KR-TEST-BER{}", std::process::id());
     let target = format!("msisdn:{number}");
-    let o = run(
-        &sb,
-        &[
-            "request",
-            "create",
-            "--operator",
-            "kim",
-            "--id",
-            &id,
-            "--authority",
-            "Seoul Central District Prosecutors' Office",
-            "--warrant",
-            "2026-영-0042",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--categories",
-            "all",
-            "--target",
-            &target,
-        ],
-    );
+    let o = run(&sb, &request_create("kim", &id, &target, &from, &to));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(&sb, &["request", "approve", "--operator", "lee", &id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -304,27 +304,12 @@ fn lookup(sb: &Sandbox, n: usize, number: &str) -> Vec<String> {
     let b = base();
     let id = format!("KR-TEST-C{n}");
     let run = |args: &[&str]| ok(&desk(sb, args).output().unwrap());
-    run(&[
-        "request",
-        "create",
-        "--operator",
-        "kim",
-        "--id",
-        &id,
-        "--authority",
-        "Seoul Central District Prosecutors' Office",
-        "--warrant",
-        "2026-영-0042",
-        "--from",
-        &b.first,
-        "--to",
-        &(chrono::NaiveDate::parse_from_str(&b.last, "%Y-%m-%d").unwrap() + Duration::days(1))
-            .to_string(),
-        "--categories",
-        "all",
-        "--target",
-        &format!("msisdn:{number}"),
-    ]);
+    let to = (chrono::NaiveDate::parse_from_str(&b.last, "%Y-%m-%d").unwrap() + Duration::days(1))
+        .to_string();
+    let target = format!("msisdn:{number}");
+    run(&cdrvault_e2e::request_create(
+        "kim", &id, &target, &b.first, &to,
+    ));
     run(&["request", "approve", "--operator", "lee", &id]);
     let out = run(&[
         "request",

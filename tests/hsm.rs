@@ -161,26 +161,7 @@ fn lookup(
     let to = (Utc::now() - Duration::days(2)).date_naive().to_string();
     let id = format!("KR-HSM-{tag}-{}", std::process::id());
     let target = format!("msisdn:{number}");
-    let create = [
-        "request",
-        "create",
-        "--operator",
-        "kim",
-        "--id",
-        &id,
-        "--authority",
-        "Seoul Central District Prosecutors' Office",
-        "--warrant",
-        "2026-영-0042",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--categories",
-        "all",
-        "--target",
-        &target,
-    ];
+    let create = cdrvault_e2e::request_create("kim", &id, &target, &from, &to);
     ok(&create, sb.signed(cmd(), &create).output().unwrap());
     let approve = ["request", "approve", "--operator", "lee", &id];
     ok(&approve, sb.signed(cmd(), &approve).output().unwrap());

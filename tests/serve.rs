@@ -1126,8 +1126,16 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
     drain_and_check(svc, &sb, &truth, &log);
     // What the restarted broker kept: a later start of the same group
     // resumes from it and stores nothing twice.
-    let svc = Service::start(&sb, &cfg);
-    std::thread::sleep(Duration::from_secs(5));
+    // It must have joined the group (partitions assigned) before it stops,
+    // or this would prove nothing.
+    let mut svc = Service::start(&sb, &cfg);
+    svc.wait_for(
+        "cdrvault_rebalances_total",
+        1,
+        Duration::from_secs(90),
+        &log,
+    );
+    std::thread::sleep(Duration::from_secs(2));
     drain_and_check(svc, &sb, &truth, &log);
     b.kill9();
 }
